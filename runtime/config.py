@@ -1,0 +1,236 @@
+"""The pipeline configuration: typed dataclasses, one per YAML section (design.md, "Configuration").
+
+Every key has a default, so an empty file is a valid configuration. Unknown keys and values of the
+wrong type are errors that name the key (`classifier.max_batch: expected int, got 'x'`). Command-line
+overrides (`--set section.key=value`) are parsed as YAML scalars, so `--set classifier.model=null`
+and `--set policy.interval=0.5` mean what they say.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_AGE_CENTROIDS = [1.5, 6.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 77.0]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is malformed; the message names the key."""
+
+
+@dataclass
+class SourceConfig:
+    uri: str = "0"  # webcam index, video file, rtsp:// or http(s):// URL, or a GStreamer pipeline (" ! ")
+    mode: str = "realtime"  # "realtime": newest frame only, drops counted; "fast": lossless
+    pace_files: bool = True  # in realtime mode, play files at their own frame rate (like a camera)
+    reopen_initial_delay: float = 0.5  # seconds before the first reopen of a failed live source
+    reopen_max_delay: float = 8.0
+    reopen_attempts: int | None = None  # None: keep trying
+
+
+@dataclass
+class DetectorConfig:
+    model: str = "full_range"  # "full_range" (people 1-5 m away), "short_range" (< 2 m) or a .tflite path
+    min_confidence: float = 0.5
+    min_face_size: int = 0  # pixels; smaller faces are ignored
+
+
+@dataclass
+class TrackerConfig:
+    confirm_hits: int = 3  # consecutive matches before a track is confirmed (and `appeared` fires)
+    lost_after: float = 0.25  # seconds without a match before a track is lost
+    remove_after: float = 1.0  # seconds without a match before a track is removed (`disappeared`)
+    max_tracks: int = 32  # cap on live tracks; bounds the lifecycle events that are never dropped
+
+
+@dataclass
+class ClassifierConfig:
+    model: str | None = None  # path to a facecue .onnx; None runs detection and tracking only
+    backend: str = "onnxruntime"
+    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    provider_options: dict[str, dict] = field(default_factory=dict)  # provider name → its ORT options
+    intra_op_threads: int = 0  # 0: all cores but one, so perception keeps a core
+    inter_op_threads: int = 1
+    opencv_threads: int = 1  # cv2.setNumThreads for the whole process
+    max_batch: int = 8
+    batch_wait: float = 0.005  # seconds to wait for more crops after the first one of a batch
+    queue_size: int = 8  # crop requests waiting for the classifier; more are deferred, never queued
+
+
+@dataclass
+class PolicyConfig:
+    interval: float = 1.0  # seconds before a classified track is classified again
+    min_quality: float = 0.3  # crops below this wait for a better one (unless never classified)
+    reference_side: float = 112.0  # face side in pixels that counts as full size for quality
+    sharpness_reference: float = 100.0  # variance of the Laplacian that counts as fully sharp
+
+
+@dataclass
+class SmoothingConfig:
+    emotion_tau: float = 1.0  # seconds; time constant of the emotion EMA
+    hysteresis_margin: float = 0.1  # a new label must beat the shown one by this probability
+    hysteresis_time: float = 0.5  # seconds the new label must keep winning before it is shown
+    age_centroids: list[float] = field(default_factory=lambda: list(DEFAULT_AGE_CENTROIDS))  # years per age group
+
+
+@dataclass
+class EventsConfig:
+    min_observations: int = 3  # classifications per task before `attributes_ready`
+    queue_size: int = 256  # attribute events waiting for callbacks; more are dropped and counted
+    shutdown_timeout: float = 2.0  # seconds to deliver pending events at shutdown
+
+
+@dataclass
+class OverlayConfig:
+    show: bool = True  # open a window (the CLI's --headless turns it off)
+    window_name: str = "facecue"
+    font_scale: float = 0.5
+    record: str | None = None  # write the overlay video to this file (opt-in)
+    record_fps: float = 30.0
+
+
+@dataclass
+class Config:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    overlay: OverlayConfig = field(default_factory=OverlayConfig)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML profile (or the defaults when `path` is None) and apply `section.key=value` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_yaml(Path(path))
+    config = config_from_dict(data, origin=str(path) if path else "defaults")
+    for override in overrides or []:
+        config = apply_override(config, override)
+    return config
+
+
+def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping of sections, got {type(data).__name__}")
+    sections = typing.get_type_hints(Config)
+    unknown = [key for key in data if key not in sections]
+    if unknown:
+        raise ConfigError(f"{origin}: unknown section {unknown[0]!r} (known: {', '.join(sections)})")
+    built = {}
+    for name, section_class in sections.items():
+        built[name] = _build_section(section_class, data.get(name) or {}, name, origin)
+    config = Config(**built)
+    validate(config, origin)
+    return config
+
+
+def apply_override(config: Config, override: str) -> Config:
+    """`section.key=value` with a YAML scalar value; returns a new Config."""
+    key, sep, text = override.partition("=")
+    if not sep or key.count(".") != 1:
+        raise ConfigError(f"--set {override!r}: expected section.key=value")
+    section, name = key.strip().split(".")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {key}: value {text!r} is not a YAML scalar ({error})") from None
+    data = to_dict(config)
+    if section not in data:
+        raise ConfigError(f"--set {key}: unknown section {section!r} (known: {', '.join(data)})")
+    data[section][name] = value
+    return config_from_dict(data, origin="--set")
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def validate(config: Config, origin: str) -> None:
+    """Value checks that types alone do not catch."""
+    checks = [
+        (config.source.mode in ("realtime", "fast"), "source.mode", "must be 'realtime' or 'fast'"),
+        (0.0 <= config.detector.min_confidence <= 1.0, "detector.min_confidence", "must be in [0, 1]"),
+        (config.tracker.confirm_hits >= 1, "tracker.confirm_hits", "must be >= 1"),
+        (config.tracker.remove_after >= config.tracker.lost_after, "tracker.remove_after", "must be >= lost_after"),
+        (config.tracker.max_tracks >= 1, "tracker.max_tracks", "must be >= 1"),
+        (config.classifier.backend == "onnxruntime", "classifier.backend", "must be 'onnxruntime'"),
+        (config.classifier.max_batch >= 1, "classifier.max_batch", "must be >= 1"),
+        (config.classifier.queue_size >= 1, "classifier.queue_size", "must be >= 1"),
+        (config.classifier.intra_op_threads >= 0, "classifier.intra_op_threads", "must be >= 0"),
+        (config.classifier.batch_wait >= 0, "classifier.batch_wait", "must be >= 0"),
+        (config.policy.interval > 0, "policy.interval", "must be > 0"),
+        (config.smoothing.emotion_tau > 0, "smoothing.emotion_tau", "must be > 0"),
+        (config.smoothing.hysteresis_time >= 0, "smoothing.hysteresis_time", "must be >= 0"),
+        (config.events.min_observations >= 1, "events.min_observations", "must be >= 1"),
+        (config.events.queue_size >= 1, "events.queue_size", "must be >= 1"),
+    ]
+    for ok, key, message in checks:
+        if not ok:
+            raise ConfigError(f"{origin}: {key} {message}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    return data or {}
+
+
+def _build_section(cls: type, data: Any, section: str, origin: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: section {section!r} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    unknown = [key for key in data if key not in hints]
+    if unknown:
+        raise ConfigError(f"{origin}: unknown key {section}.{unknown[0]} (known: {', '.join(hints)})")
+    values = {key: _check_type(value, hints[key], f"{section}.{key}", origin) for key, value in data.items()}
+    return cls(**values)
+
+
+def _check_type(value: Any, hint: Any, key: str, origin: str) -> Any:
+    """Return `value` (ints widened to float where a float is expected) or raise naming the key."""
+    origin_type = typing.get_origin(hint)
+    if origin_type in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [option for option in options if option is not type(None)]
+        return _check_type(value, inner, key, origin)
+    if origin_type is list:
+        if not isinstance(value, list):
+            raise _type_error(key, "list", value, origin)
+        (item,) = typing.get_args(hint)
+        return [_check_type(v, item, f"{key}[{i}]", origin) for i, v in enumerate(value)]
+    if origin_type is dict:
+        if not isinstance(value, dict):
+            raise _type_error(key, "mapping", value, origin)
+        return dict(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _type_error(key, "float", value, origin)
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        raise _type_error(key, "int", value, origin)
+    if hint is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # `--set source.uri=0` is the webcam "0"
+    if not isinstance(value, hint):
+        raise _type_error(key, hint.__name__, value, origin)
+    return value
+
+
+def _type_error(key: str, expected: str, value: Any, origin: str) -> ConfigError:
+    return ConfigError(f"{origin}: {key}: expected {expected}, got {value!r}")
