@@ -46,6 +46,7 @@ class TrackerConfig:
     lost_after: float = 0.25  # seconds without a match before a track is lost
     remove_after: float = 1.0  # seconds without a match before a track is removed (`disappeared`)
     max_tracks: int = 32  # cap on live tracks; bounds the lifecycle events that are never dropped
+    association: dict[str, float] = field(default_factory=dict)  # runtime.tracker.Association fields, e.g. min_iou
 
 
 @dataclass

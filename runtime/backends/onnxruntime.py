@@ -1,0 +1,100 @@
+"""ONNX Runtime backend: a session configured from the model's `facecue` metadata and the config.
+
+Thread budget: intra-op threads from config (0 = all cores but one, so the perception thread keeps a
+core on a small CPU), inter-op threads from config, sequential execution. Providers and their options
+come from config; a provider this onnxruntime build does not have is an error, not a silent fallback.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.config import ClassifierConfig
+from runtime.metadata import ModelInfo, ModelMetadataError, info_from_metadata_map
+
+log = logging.getLogger(__name__)
+
+
+class BackendError(RuntimeError):
+    """The model cannot be loaded or run with this backend."""
+
+
+def default_intra_op_threads() -> int:
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def session_options(config: ClassifierConfig) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = config.intra_op_threads or default_intra_op_threads()
+    options.inter_op_num_threads = config.inter_op_threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only; ORT's warnings are noise for users
+    return options
+
+
+def providers_from_config(config: ClassifierConfig) -> list:
+    available = ort.get_available_providers()
+    missing = [name for name in config.providers if name not in available]
+    if missing:
+        raise BackendError(
+            f"classifier.providers: {missing} not available in this onnxruntime build (available: {available})"
+        )
+    return [(name, config.provider_options.get(name, {})) for name in config.providers]
+
+
+class OnnxRuntimeBackend:
+    def __init__(self, model_path: str | Path, config: ClassifierConfig):
+        path = Path(model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=session_options(config), providers=providers_from_config(config)
+            )
+        except BackendError:
+            raise
+        except Exception as error:  # onnxruntime raises its own exception types for unreadable files
+            raise BackendError(f"{path} is not a readable ONNX model ({error})") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.info: ModelInfo = info_from_metadata_map(metadata, str(path))
+        self.path = path
+        self.max_batch = config.max_batch
+        self._check_signature()
+        log.info(
+            "model %s: %s/%s %s, input %d px, tasks %s, providers %s, %d intra-op threads",
+            path.name, self.info.backbone, self.info.adapter, self.info.precision, self.info.input_size,
+            self.info.task_names, self.session.get_providers(), session_options(config).intra_op_num_threads,
+        )
+
+    def _check_signature(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        if self.info.input_name not in inputs:
+            raise ModelMetadataError(
+                f"{self.path}: metadata names input {self.info.input_name!r}, the graph has {list(inputs)}"
+            )
+        model_input = inputs[self.info.input_name]
+        if model_input.type != "tensor(uint8)":
+            raise ModelMetadataError(f"{self.path}: input {model_input.name!r} is {model_input.type}, expected uint8")
+        missing = [name for name in self.info.task_names if name not in outputs]
+        if missing:
+            raise ModelMetadataError(f"{self.path}: metadata lists tasks {missing} that are not graph outputs {sorted(outputs)}")
+        batch = model_input.shape[0]
+        if isinstance(batch, int) and batch > 0:
+            self.max_batch = min(self.max_batch, batch)  # a static batch axis caps the batch
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        size = self.info.input_size
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
+            raise ValueError(f"expected uint8 [N, {size}, {size}, 3] crops, got {images.dtype} {images.shape}")
+        names = self.info.task_names
+        outputs = self.session.run(names, {self.info.input_name: np.ascontiguousarray(images)})
+        return {name: np.asarray(value, dtype=np.float32) for name, value in zip(names, outputs)}
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,155 @@
+"""The classifier thread: batches face crops and runs one inference per batch (design.md, "Threads").
+
+Perception submits `CropRequest`s; the thread takes the first one, waits up to `batch_wait` for more
+(at most `max_batch`), runs the backend once and puts one `ClassificationResult` per crop on the
+result queue that perception drains. Both queues are bounded: `capacity()` tells perception how many
+more requests the classifier can take, so nothing is ever queued without bound.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.backends import Backend
+from runtime.stats import LatencyRecorder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CropRequest:
+    track_id: int
+    crop: np.ndarray  # uint8 S×S×3 RGB at the model's input size
+    quality: float  # in [0, 1]; weights this reading in the smoothing
+    timestamp: float  # capture time of the frame the crop was cut from
+
+
+@dataclass(frozen=True)
+class ClassificationResult:
+    track_id: int
+    logits: dict[str, np.ndarray]  # task → float32 [C]
+    quality: float
+    timestamp: float  # capture time of the crop's frame
+    batch_size: int
+    infer_seconds: float  # time of the batch's inference
+
+
+class Classifier:
+    def __init__(self, backend: Backend, max_batch: int = 8, batch_wait: float = 0.005, queue_size: int = 8,
+                 latencies: LatencyRecorder | None = None):
+        self.backend = backend
+        self.max_batch = max(1, min(max_batch, backend.max_batch))
+        self.batch_wait = batch_wait
+        self.max_outstanding = queue_size + self.max_batch  # waiting + in the running batch
+        self.latencies = latencies or LatencyRecorder()
+        self._requests: queue.Queue[CropRequest] = queue.Queue(maxsize=queue_size)
+        self._results: queue.Queue[ClassificationResult] = queue.Queue(maxsize=self.max_outstanding)
+        self._outstanding = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None  # set when the backend failed; the thread has stopped
+        self.classifications = 0
+        self.batches = 0
+        self.busy_seconds = 0.0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="facecue-classifier", daemon=True)
+        self._thread.start()
+
+    def capacity(self) -> int:
+        """How many more requests can be submitted now without blocking."""
+        with self._lock:
+            return max(0, min(self._requests.maxsize - self._requests.qsize(), self.max_outstanding - self._outstanding))
+
+    def submit(self, request: CropRequest) -> bool:
+        """Queue a request; False (and nothing queued) when the classifier is full."""
+        with self._lock:
+            if self._outstanding >= self.max_outstanding:
+                return False
+            try:
+                self._requests.put_nowait(request)
+            except queue.Full:
+                return False
+            self._outstanding += 1
+        return True
+
+    def results(self) -> list[ClassificationResult]:
+        """Every result that has arrived since the last call (never blocks)."""
+        drained = []
+        while True:
+            try:
+                drained.append(self._results.get_nowait())
+            except queue.Empty:
+                break
+        with self._lock:
+            self._outstanding -= len(drained)
+        return drained
+
+    def idle(self) -> bool:
+        with self._lock:
+            return self._outstanding == 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = self._collect_batch()
+            if not batch:
+                continue
+            try:
+                results = self._classify(batch)
+            except Exception as error:  # surfaced to the pipeline, which shuts down with this error
+                log.exception("the classifier failed; stopping it")
+                self.error = error
+                return
+            for result in results:
+                while not self._stop.is_set():
+                    try:
+                        self._results.put(result, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+
+    def _collect_batch(self) -> list[CropRequest]:
+        try:
+            batch = [self._requests.get(timeout=0.1)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + self.batch_wait
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self._requests.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return batch
+
+    def _classify(self, batch: list[CropRequest]) -> list[ClassificationResult]:
+        images = np.stack([request.crop for request in batch])
+        started = time.monotonic()
+        logits = self.backend.run(images)
+        seconds = time.monotonic() - started
+        self.latencies.add("infer", seconds)
+        self.classifications += len(batch)
+        self.batches += 1
+        self.busy_seconds += seconds
+        return [
+            ClassificationResult(
+                track_id=request.track_id,
+                logits={task: values[i] for task, values in logits.items()},
+                quality=request.quality,
+                timestamp=request.timestamp,
+                batch_size=len(batch),
+                infer_seconds=seconds,
+            )
+            for i, request in enumerate(batch)
+        ]

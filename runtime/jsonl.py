@@ -1,0 +1,107 @@
+"""JSON Lines output: one object per line, for logging, bridging (e.g. to ROS 2) and offline scoring.
+
+Records (`type` says which):
+- `run`: first line; source, model, whether it has random weights, and the clock pair
+  (`monotonic`, `unix`) that maps the monotonic timestamps of the other records to wall time;
+- `event`: every FaceEvent (`event`, `track_id`, `timestamp`, `box`, `attributes`, `changes`);
+- `frame`: per processed frame its `index`, `timestamp` and `tracks` (`id`, `box`, `state`, `attributes`);
+- `stats`: last line; the run's statistics.
+The file is written under a temporary name and renamed when closed, so a reader never finds half a run
+under the final name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from runtime.types import Attributes, FaceEvent, FrameResult
+
+RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS — not real cues"
+
+
+def attributes_record(attributes: Attributes) -> dict[str, Any]:
+    return {
+        "age_years": None if attributes.age_years is None else round(attributes.age_years, 2),
+        "observations": attributes.observations,
+        "tasks": {
+            name: {
+                "label": task.label,
+                "confidence": round(task.confidence, 4),
+                "stable": task.stable,
+                "observations": task.observations,
+                "probs": [round(float(p), 4) for p in task.probs],
+            }
+            for name, task in attributes.tasks.items()
+        },
+    }
+
+
+def event_record(event: FaceEvent) -> dict[str, Any]:
+    return {
+        "type": "event",
+        "event": event.kind.value,
+        "track_id": event.track_id,
+        "timestamp": event.timestamp,
+        "box": [round(v, 1) for v in event.box],
+        "attributes": attributes_record(event.attributes),
+        "changes": {task: list(change) for task, change in event.changes.items()},
+    }
+
+
+def frame_record(result: FrameResult) -> dict[str, Any]:
+    return {
+        "type": "frame",
+        "index": result.frame.index,
+        "timestamp": result.frame.timestamp,
+        "tracks": [
+            {
+                "id": item.track.id,
+                "box": [round(v, 1) for v in item.track.box],
+                "state": item.track.state.value,
+                "attributes": attributes_record(item.attributes),
+            }
+            for item in result.tracks
+        ],
+        "latency_ms": {stage: round(seconds * 1000.0, 3) for stage, seconds in result.latencies.items()},
+    }
+
+
+class JsonlWriter:
+    """Thread-safe line writer (events come from the event thread, frames from the main thread)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.temporary = self.path.with_name(f".{self.path.name}.partial")
+        self._lock = threading.Lock()
+        self._file = open(self.temporary, "w", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False)
+        with self._lock:
+            if self._file is not None:
+                self._file.write(line + "\n")
+
+    def write_run(self, source: str, model: str | None, random_weights: bool, extra: dict[str, Any] | None = None) -> None:
+        record = {"type": "run", "source": source, "model": model, "random_weights": random_weights,
+                  "monotonic": time.monotonic(), "unix": time.time(), **(extra or {})}
+        if random_weights:
+            record["warning"] = RANDOM_WEIGHTS_WARNING
+        self.write(record)
+
+    def write_event(self, event: FaceEvent) -> None:
+        self.write(event_record(event))
+
+    def write_frame(self, result: FrameResult) -> None:
+        self.write(frame_record(result))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is None:
+                return
+            self._file.close()
+            self._file = None
+            os.replace(self.temporary, self.path)

@@ -1,0 +1,120 @@
+"""The overlay: boxes, track ids, labels with confidences, age estimate, FPS and latency.
+
+`draw` paints one FrameResult on a copy of its frame; `Window` shows it (cv2.imshow) and
+`VideoRecorder` writes it to a file when the user asks for one (--record). Nothing is written otherwise.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.jsonl import RANDOM_WEIGHTS_WARNING
+from runtime.types import FrameResult, TrackState
+
+log = logging.getLogger(__name__)
+
+COLORS = {  # BGR
+    TrackState.TENTATIVE: (160, 160, 160),
+    TrackState.CONFIRMED: (60, 200, 60),
+    TrackState.LOST: (0, 140, 255),
+}
+TEXT = (255, 255, 255)
+WARNING = (0, 0, 255)
+
+
+@dataclass(frozen=True)
+class Status:
+    """The line at the top of the overlay."""
+
+    fps: float
+    latency_ms: float | None  # capture → this frame drawn
+    model: str  # e.g. "pe-core-t16-384/dora fp32", or "no model"
+    random_weights: bool
+
+
+def track_lines(result_track) -> list[str]:
+    """`#3`, then one line per task (`Happy 0.72`), then the age estimate."""
+    track, attributes = result_track.track, result_track.attributes
+    lines = [f"#{track.id}"]
+    for name, task in attributes.tasks.items():
+        if task.label is not None:
+            marker = "" if task.stable else "?"
+            lines.append(f"{task.label}{marker} {task.confidence:.2f}")
+    if attributes.age_years is not None:
+        lines.append(f"~{attributes.age_years:.0f} y")
+    return lines
+
+
+def draw(result: FrameResult, status: Status, font_scale: float = 0.5) -> np.ndarray:
+    image = result.frame.image.copy()
+    for item in result.tracks:
+        x1, y1, x2, y2 = (int(round(v)) for v in item.track.box)
+        color = COLORS[item.track.state]
+        cv2.rectangle(image, (x1, y1), (x2, y2), color, 2)
+        _text_block(image, track_lines(item), (x1, y2 + 4), color, font_scale)
+    latency = "-" if status.latency_ms is None else f"{status.latency_ms:.0f} ms"
+    header = f"{status.fps:.1f} fps  latency {latency}  model: {status.model}"
+    _text_block(image, [header], (4, 4), (40, 40, 40), font_scale)
+    if status.random_weights:
+        _text_block(image, [RANDOM_WEIGHTS_WARNING], (4, 28), WARNING, font_scale)
+    return image
+
+
+def _text_block(image: np.ndarray, lines: list[str], origin: tuple[int, int], background: tuple, scale: float) -> None:
+    x, y = origin
+    for line in lines:
+        (width, height), baseline = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cv2.rectangle(image, (x, y), (x + width + 4, y + height + baseline + 4), background, -1)
+        cv2.putText(image, line, (x + 2, y + height + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT, 1, cv2.LINE_AA)
+        y += height + baseline + 4
+
+
+class Window:
+    """An OpenCV window; `show` returns False when the user closes it or presses q / Esc."""
+
+    def __init__(self, name: str):
+        self.name = name
+        cv2.namedWindow(name, cv2.WINDOW_NORMAL)
+
+    def show(self, image: np.ndarray) -> bool:
+        cv2.imshow(self.name, image)
+        key = cv2.waitKey(1) & 0xFF
+        closed = cv2.getWindowProperty(self.name, cv2.WND_PROP_VISIBLE) < 1
+        return not (closed or key in (ord("q"), 27))
+
+    def close(self) -> None:
+        cv2.destroyWindow(self.name)
+
+
+class VideoRecorder:
+    """Writes overlay frames to a video file; under a temporary name until closed (then renamed)."""
+
+    def __init__(self, path: str | Path, fps: float):
+        self.path = Path(path)
+        self.temporary = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.fps = fps
+        self._writer: cv2.VideoWriter | None = None
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        if self._writer is None:
+            height, width = image.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
+            self._writer = cv2.VideoWriter(str(self.temporary), fourcc, self.fps, (width, height))
+            if not self._writer.isOpened():
+                raise OSError(f"--record {self.path}: OpenCV cannot write this video file (try .mp4 or .avi)")
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        os.replace(self.temporary, self.path)
+        log.info("recorded %d frames to %s", self.frames, self.path)
