@@ -58,12 +58,12 @@ def test_full_range_finds_the_walking_people_that_short_range_misses(image_detec
 
 
 def test_face_cut_by_the_border_gets_a_clipped_box(image_detector):
-    """The face's box starts about 20 px left of the image: MediaPipe returns a negative x, we clip it."""
-    scene = render([face_patches(160)[1]], [(30.0, 200.0)], background())
-    at_border = [d for d in image_detector.detect(scene) if d.box[0] < 50]
+    """MediaPipe's box for a face cut by the right border reaches past the image; we clip it."""
+    scene = render([face_patches(160)[1]], [(610.0, 200.0)], background())
+    at_border = [d for d in image_detector.detect(scene) if d.box[2] > 590]
     assert len(at_border) == 1
     x1, y1, x2, y2 = at_border[0].box
-    assert x1 == 0.0 and 80 < x2 < 130 and y2 - y1 > x2 - x1
+    assert x2 == scene.shape[1] and 530 < x1 < 590 and y2 - y1 > x2 - x1
 
 
 def test_video_mode_accepts_repeated_and_backward_timestamps():
