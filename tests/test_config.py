@@ -1,0 +1,65 @@
+"""Configuration: defaults, profiles, overrides, and errors that name the key."""
+from pathlib import Path
+
+import pytest
+
+from runtime.config import Config, ConfigError, load_config, to_dict
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_default_profile_writes_out_every_default():
+    from_file = load_config(CONFIGS / "default.yaml")
+    assert to_dict(from_file) == to_dict(Config())
+
+
+def test_laptop_profile_leaves_perception_a_core():
+    laptop = load_config(CONFIGS / "laptop.yaml")
+    assert laptop.classifier.intra_op_threads == 1 and laptop.classifier.opencv_threads == 1
+
+
+def test_overrides_parse_yaml_scalars():
+    config = load_config(None, ["classifier.max_batch=4", "policy.interval=0.5", "source.uri=0",
+                                "classifier.model=null", "overlay.show=false", "smoothing.age_centroids=[1, 2, 3]"])
+    assert config.classifier.max_batch == 4 and config.policy.interval == 0.5
+    assert config.source.uri == "0" and config.classifier.model is None and config.overlay.show is False
+    assert config.smoothing.age_centroids == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("classifier.max_batch=x", "classifier.max_batch: expected int, got 'x'"),
+    ("classifier.max_batch=true", "classifier.max_batch: expected int, got True"),
+    ("policy.interval=[1]", r"policy.interval: expected float, got \[1\]"),
+    ("smoothing.age_centroids=[1, a]", r"smoothing.age_centroids\[1\]: expected float, got 'a'"),
+    ("classifier.nope=1", "unknown key classifier.nope"),
+    ("nope.key=1", "unknown section 'nope'"),
+    ("source.mode=slow", "source.mode must be 'realtime' or 'fast'"),
+    ("classifier.max_batch=0", "classifier.max_batch must be >= 1"),
+    ("classifier", "expected section.key=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_bad_files_name_the_file_and_key(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("classifier: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(broken)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("tracker:\n  confirm_hits: 3\n  remove_afterr: 2.0\n")
+    with pytest.raises(ConfigError, match="wrong.yaml: unknown key tracker.remove_afterr"):
+        load_config(wrong)
+    not_mapping = tmp_path / "list.yaml"
+    not_mapping.write_text("detector: full_range\n")
+    with pytest.raises(ConfigError, match="section 'detector' must be a mapping"):
+        load_config(not_mapping)
+
+
+def test_an_empty_file_is_the_defaults(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert to_dict(load_config(empty)) == to_dict(Config())
