@@ -1,0 +1,32 @@
+"""`python -m export --backbone NAME (--adapters DIR | --heads FILE) [--weights FILE] --out model.onnx`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from export.build import build_model, model_document
+from export.cli import add_model_inputs, run_main, setup_logging
+from export.onnx_export import DEFAULT_EXTERNAL_DATA_THRESHOLD, DEFAULT_OPSET, export_onnx
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    add_model_inputs(parser)
+    parser.add_argument("--out", required=True, help="the ONNX model to write, e.g. build/model.onnx")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--external-data-threshold", type=int, default=DEFAULT_EXTERNAL_DATA_THRESHOLD,
+                        help="bytes of weights above which they go to <out>.data (default 2 GB)")
+    parser.add_argument("--crop-margin", type=float, default=0.0, help="crop margin stored in the metadata")
+    args = parser.parse_args(argv)
+    setup_logging()
+    model = build_model(args.backbone, weights=args.weights, adapters=args.adapters, heads=args.heads)
+    document = model_document(model, weights=args.weights, adapters=args.adapters, heads=args.heads,
+                              crop_margin=args.crop_margin)
+    export_onnx(model, args.out, document, opset=args.opset, external_data_threshold=args.external_data_threshold)
+    print(f"wrote {args.out}: tasks {model.task_names}, input {model.config.image_size}px uint8 NHWC"
+          + ("  [RANDOM WEIGHTS: plumbing only]" if model.random_weights else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
