@@ -1,0 +1,95 @@
+"""Face crops from a folder, for `--images DIR` / `--crops DIR` in export verification, calibration and training.
+
+- images: photos or video frames → FaceDetector (IMAGE mode) → `crop_face` per face, exactly as the runtime;
+- crops: face chips that are already cut → `resize_chip`.
+Files are read in sorted name order, so runs are repeatable.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.crop import crop_face, resize_chip
+from runtime.detector import FaceDetector
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class FaceCrops:
+    crops: np.ndarray  # uint8 [N, S, S, 3] RGB
+    names: list[str]  # one per crop: "<file>" for chips, "<file>#<face>" for faces found in images
+
+
+def load_face_crops(images_dir: str | Path | None = None, crops_dir: str | Path | None = None, *, size: int,
+                    margin: float = 0.0, detector_model: str = "full_range", min_confidence: float = 0.5,
+                    max_faces: int | None = None) -> FaceCrops:
+    if images_dir is None and crops_dir is None:
+        raise ValueError("give a folder of images (faces are detected) or a folder of face crops")
+    crops: list[np.ndarray] = []
+    names: list[str] = []
+    if images_dir is not None:
+        _faces_from_images(Path(images_dir), size, margin, detector_model, min_confidence, max_faces, crops, names)
+    if crops_dir is not None and (max_faces is None or len(crops) < max_faces):
+        _chips(Path(crops_dir), size, max_faces, crops, names)
+    return FaceCrops(crops=np.stack(crops), names=names)
+
+
+def _faces_from_images(folder: Path, size: int, margin: float, detector_model: str, min_confidence: float,
+                       max_faces: int | None, crops: list, names: list) -> None:
+    paths = _image_paths(folder)
+    found_before, read = len(crops), 0
+    with FaceDetector(detector_model, min_confidence=min_confidence, running_mode="image") as detector:
+        for done, (path, image) in enumerate(_read_images(paths), 1):
+            read = done
+            for index, detection in enumerate(detector.detect(image)):
+                if max_faces is not None and len(crops) >= max_faces:
+                    return
+                crops.append(crop_face(image, detection.box, size, margin))
+                names.append(f"{path.name}#{index}")
+            if done % 50 == 0:
+                log.info("faces: %d/%d images read, %d faces", done, len(paths), len(crops) - found_before)
+    if read == 0:
+        raise ValueError(f"no readable images in {folder} ({len(paths)} files with an image suffix)")
+    if len(crops) == found_before:
+        raise ValueError(f"no faces found in the {read} images read from {folder} "
+                         f"(detector {detector_model!r}, min_confidence {min_confidence})")
+
+
+def _chips(folder: Path, size: int, max_faces: int | None, crops: list, names: list) -> None:
+    paths = _image_paths(folder)
+    read = 0
+    for path, chip in _read_images(paths):
+        read += 1
+        if max_faces is not None and len(crops) >= max_faces:
+            return
+        crops.append(resize_chip(chip, size))
+        names.append(path.name)
+    if read == 0:
+        raise ValueError(f"no readable face crops in {folder} ({len(paths)} files with an image suffix)")
+
+
+def _image_paths(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"no image files in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return paths
+
+
+def _read_images(paths: list[Path]) -> Iterator[tuple[Path, np.ndarray]]:
+    """Each readable image as RGB, one at a time; unreadable files are logged and skipped."""
+    for path in paths:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            log.warning("faces: cannot read %s, skipped", path)
+            continue
+        yield path, cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
