@@ -73,24 +73,27 @@ def frame_record(result: FrameResult) -> dict[str, Any]:
 class JsonlWriter:
     """Thread-safe line writer (events come from the event thread, frames from the main thread)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, random_weights: bool = False):
         self.path = Path(path)
+        self.random_weights = random_weights  # then every record carries the warning
         self.temporary = self.path.with_name(f".{self.path.name}.partial")
         self._lock = threading.Lock()
         self._file = open(self.temporary, "w", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
+        if self.random_weights:
+            record = {**record, "warning": RANDOM_WEIGHTS_WARNING}
         line = json.dumps(record, ensure_ascii=False)
         with self._lock:
             if self._file is not None:
                 self._file.write(line + "\n")
 
-    def write_run(self, source: str, model: str | None, random_weights: bool, extra: dict[str, Any] | None = None) -> None:
-        record = {"type": "run", "source": source, "model": model, "random_weights": random_weights,
-                  "monotonic": time.monotonic(), "unix": time.time(), **(extra or {})}
-        if random_weights:
-            record["warning"] = RANDOM_WEIGHTS_WARNING
-        self.write(record)
+    def write_run(self, source: str, model: str | None, extra: dict[str, Any] | None = None) -> None:
+        self.write({"type": "run", "source": source, "model": model, "random_weights": self.random_weights,
+                    "monotonic": time.monotonic(), "unix": time.time(), **(extra or {})})
+
+    def write_stats(self, stats: dict[str, Any]) -> None:
+        self.write({"type": "stats", **stats})
 
     def write_event(self, event: FaceEvent) -> None:
         self.write(event_record(event))

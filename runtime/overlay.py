@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +74,19 @@ def _text_block(image: np.ndarray, lines: list[str], origin: tuple[int, int], ba
         cv2.rectangle(image, (x, y), (x + width + 4, y + height + baseline + 4), background, -1)
         cv2.putText(image, line, (x + 2, y + height + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT, 1, cv2.LINE_AA)
         y += height + baseline + 4
+
+
+class FpsMeter:
+    """Frames per second over the last `window` frames."""
+
+    def __init__(self, window: int = 30):
+        self.times: deque[float] = deque(maxlen=window)
+
+    def tick(self) -> float:
+        self.times.append(time.monotonic())
+        if len(self.times) < 2:
+            return 0.0
+        return (len(self.times) - 1) / max(1e-9, self.times[-1] - self.times[0])
 
 
 class Window:

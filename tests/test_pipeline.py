@@ -1,0 +1,140 @@
+"""The whole pipeline on a bundled clip in fast mode: real capture, MediaPipe, tracker, ONNX Runtime, threads."""
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from runtime.backends import open_backend
+from runtime.capture import SourceError
+from runtime.config import load_config
+from runtime.pipeline import Pipeline
+from runtime.types import EventKind, TrackState
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+CLIP = SAMPLES / "face-demographics-walking-and-pause.mp4"  # 41 frames, up to 4 people
+
+
+class RecordingBackend:
+    """The real ONNX Runtime backend; records the shape of every batch the session receives."""
+
+    def __init__(self, backend):
+        self.backend, self.info, self.max_batch = backend, backend.info, backend.max_batch
+        self.shapes: list[tuple] = []
+
+    def run(self, images):
+        self.shapes.append(images.shape)
+        return self.backend.run(images)
+
+    def close(self):
+        self.backend.close()
+
+
+def fast_config(model, source=CLIP, *overrides):
+    return load_config(None, [f"source.uri={source}", "source.mode=fast", f"classifier.model={model}",
+                              "classifier.intra_op_threads=1", "policy.interval=0.02", "policy.min_quality=0.0",
+                              "events.min_observations=2", "events.shutdown_timeout=10.0", *overrides])
+
+
+def test_fast_mode_run_with_a_real_model(tiny_model):
+    config = fast_config(tiny_model)
+    backend = RecordingBackend(open_backend(tiny_model, config.classifier))
+    pipeline = Pipeline(config, backend=backend)
+    events = []
+    gate = threading.Event()
+
+    def slow_appeared(event):  # holds the event thread until every frame has been processed
+        gate.wait(20.0)
+        events.append(event)
+
+    def raising(event):
+        events.append(event)
+        raise RuntimeError("a user callback failed")
+
+    pipeline.on("appeared", slow_appeared)
+    pipeline.on(EventKind.ATTRIBUTES_READY, raising)
+    pipeline.on("attribute_changed", events.append)
+    pipeline.on("disappeared", events.append)
+    pipeline.start()
+    results = []
+    while not pipeline.finished:
+        result = pipeline.results(timeout=0.1)
+        if result is not None:
+            results.append(result)
+    assert not gate.is_set() and len(events) == 0  # perception finished while the first callback still slept
+    gate.set()
+    pipeline.close()
+    assert pipeline.error is None
+
+    # lossless: every frame of the clip, in order
+    assert [r.frame.index for r in results] == list(range(41))
+    stats = pipeline.stats()
+    assert stats.frames_processed == 41 and stats.frames_dropped == 0
+
+    # every crop reached the model at the model's size, one batched run per round
+    size = backend.info.input_size
+    assert backend.shapes and all(shape[1:] == (size, size, 3) for shape in backend.shapes)
+    assert sum(shape[0] for shape in backend.shapes) == stats.classifications > 0
+    assert max(shape[0] for shape in backend.shapes) <= config.classifier.max_batch
+
+    # per track: appeared → attributes_ready → attribute_changed* → disappeared
+    by_track = defaultdict(list)
+    for event in events:
+        by_track[event.track_id].append(event.kind)
+    assert by_track
+    for kinds in by_track.values():
+        assert kinds[0] == EventKind.APPEARED and kinds[-1] == EventKind.DISAPPEARED
+        assert kinds.count(EventKind.APPEARED) == 1 and kinds.count(EventKind.DISAPPEARED) == 1
+        middle = kinds[1:-1]
+        assert middle.count(EventKind.ATTRIBUTES_READY) <= 1
+        assert set(middle[1:]) <= {EventKind.ATTRIBUTE_CHANGED}
+        assert not middle or middle[0] == EventKind.ATTRIBUTES_READY
+    ready = [e for e in events if e.kind == EventKind.ATTRIBUTES_READY]
+    assert ready and stats.callback_errors == len(ready)
+    for event in ready:
+        assert set(event.attributes.tasks) == {"age", "gender", "emotion"}
+        assert all(task.observations >= 2 for task in event.attributes.tasks.values())
+        assert 1.5 <= event.attributes.age_years <= 77.0
+
+    # each event carries the capture timestamp of a processed frame
+    frame_times = {r.frame.timestamp for r in results}
+    assert all(event.timestamp in frame_times for event in events)
+
+    # confirmed tracks in the FrameResults carry attributes once classified
+    confirmed = [t for r in results for t in r.tracks if t.track.state == TrackState.CONFIRMED]
+    assert any(t.attributes.observations > 0 for t in confirmed)
+    assert set(stats.stages) >= {"capture", "detect", "track", "crop", "infer", "smooth", "callbacks"}
+    assert stats.end_to_end is not None and stats.end_to_end.count == stats.events_delivered
+
+
+def test_without_a_model_detection_and_tracking_still_run(caplog):
+    config = load_config(None, [f"source.uri={CLIP}", "source.mode=fast"])
+    pipeline = Pipeline(config)
+    appeared, disappeared = [], []
+    pipeline.on("appeared", lambda e: appeared.append(e.track_id))
+    pipeline.on("disappeared", lambda e: disappeared.append(e.track_id))
+    frames = []
+    with caplog.at_level("WARNING"):
+        pipeline.run(lambda result: frames.append(result))
+    assert "no model given" in caplog.text and "python -m export" in caplog.text
+    assert len(frames) == 41 and any(r.tracks for r in frames)
+    assert appeared and sorted(appeared) == sorted(disappeared)
+    assert pipeline.stats().classifications == 0
+
+
+def test_stopping_early_still_pairs_every_appeared(tiny_model):
+    pipeline = Pipeline(fast_config(tiny_model))
+    appeared, disappeared = [], []
+    pipeline.on("appeared", lambda e: appeared.append(e.track_id))
+    pipeline.on("disappeared", lambda e: disappeared.append(e.track_id))
+    pipeline.run(lambda result: result.frame.index < 15)  # stop in the middle of the clip
+    assert appeared and sorted(appeared) == sorted(disappeared)
+    assert pipeline.stats().frames_processed < 41
+
+
+def test_an_unreadable_source_is_named(tmp_path):
+    pipeline = Pipeline(load_config(None, [f"source.uri={tmp_path / 'missing.mp4'}"]))
+    with pytest.raises(SourceError, match="missing.mp4"):
+        pipeline.start()
+    pipeline.stop()
