@@ -1,0 +1,142 @@
+"""`python -m export.random_checkpoint --backbone pe-core-l14-336 --out DIR`: RANDOM-weight files in the
+published layouts, so the full-size path runs end to end without a download. For plumbing only.
+
+Writes, from the reference's key tables (thesis-model.md §1, §4, §11), not from any model class:
+- `RANDOM-PE-Core-<name>.pt`: Meta's whole-CLIP layout (vision under `visual.`, a text-tower stub);
+- `RANDOM-dora-adapters/`: `adapter_model.safetensors` (DoRA on, non-zero B, perturbed magnitudes),
+  `adapter_config.json` (thesis LoraConfig), `custom_layers.pt` (deep heads, non-trivial BatchNorm).
+Every file is marked (`facecue_random_weights`, a `RANDOM_WEIGHTS` file); models exported from them say
+`random_weights: true` in their metadata.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from export.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CUSTOM_LAYERS, RANDOM_MARKER_FILE
+from export.cli import run_main, setup_logging
+from export.config import BackboneConfig, load_backbone_config
+from export.heads import NUM_CLASSES, THESIS_TASKS
+from export.weights import RANDOM_MARKER_KEY
+
+log = logging.getLogger(__name__)
+
+
+def _linear(gen, out_dim: int, in_dim: int, prefix: str, fused: bool = False) -> dict[str, torch.Tensor]:
+    weight = torch.randn(out_dim, in_dim, generator=gen) * in_dim**-0.5
+    bias = torch.randn(out_dim, generator=gen) * 0.02
+    if fused:  # upstream MultiheadAttention-style Parameters
+        return {f"{prefix}_weight": weight, f"{prefix}_bias": bias}
+    return {f"{prefix}.weight": weight, f"{prefix}.bias": bias}
+
+
+def _norm(gen, dim: int, prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.weight": 1 + 0.1 * torch.randn(dim, generator=gen), f"{prefix}.bias": 0.02 * torch.randn(dim, generator=gen)}
+
+
+def meta_vision_weights(config: BackboneConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """PE's vision tower in Meta's naming, upstream layout (`attn.in_proj_weight`)."""
+    w, hidden = config.width, int(config.width * config.mlp_ratio)
+    state = {"conv1.weight": torch.randn(w, 3, config.patch_size, config.patch_size, generator=gen) * (3 * config.patch_size**2) ** -0.5,
+             "class_embedding": torch.randn(w, generator=gen) * 0.02,
+             "positional_embedding": torch.randn(config.grid**2 + 1, w, generator=gen) * 0.02,
+             **_norm(gen, w, "ln_pre")}
+    for i in range(config.depth):
+        block = f"transformer.resblocks.{i}"
+        state |= _norm(gen, w, f"{block}.ln_1") | _linear(gen, 3 * w, w, f"{block}.attn.in_proj", fused=True)
+        state |= _linear(gen, w, w, f"{block}.attn.out_proj") | _norm(gen, w, f"{block}.ln_2")
+        state |= _linear(gen, hidden, w, f"{block}.mlp.c_fc") | _linear(gen, w, hidden, f"{block}.mlp.c_proj")
+    state |= _norm(gen, w, "ln_post") | {"attn_pool.probe": torch.randn(1, 1, w, generator=gen)}
+    state |= _linear(gen, 3 * w, w, "attn_pool.attn.in_proj", fused=True) | _linear(gen, w, w, "attn_pool.attn.out_proj")
+    state |= _norm(gen, w, "attn_pool.layernorm")
+    state |= _linear(gen, hidden, w, "attn_pool.mlp.c_fc") | _linear(gen, w, hidden, "attn_pool.mlp.c_proj")
+    state["proj"] = torch.randn(w, config.proj_dim, generator=gen) * w**-0.5
+    return state
+
+
+def adapted_modules(config: BackboneConfig) -> list[tuple[str, str]]:
+    """(Meta module, its weight key in the vision state dict) for every Linear the thesis adapts (§11)."""
+    modules = []
+    for i in range(config.depth):
+        block = f"transformer.resblocks.{i}"
+        modules += [(f"{block}.attn.in_proj", f"{block}.attn.in_proj_weight"),
+                    (f"{block}.attn.out_proj", f"{block}.attn.out_proj.weight"),
+                    (f"{block}.mlp.c_fc", f"{block}.mlp.c_fc.weight"), (f"{block}.mlp.c_proj", f"{block}.mlp.c_proj.weight")]
+    return modules + [(m, f"{m}.weight") for m in ("attn_pool.attn.out_proj", "attn_pool.mlp.c_fc", "attn_pool.mlp.c_proj")]
+
+
+def dora_adapters(config: BackboneConfig, vision: dict, rank: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    state = {}
+    for module, weight_key in adapted_modules(config):
+        weight = vision[weight_key]
+        a = torch.randn(rank, weight.shape[1], generator=gen) * weight.shape[1] ** -0.5
+        b = torch.randn(weight.shape[0], rank, generator=gen) * 0.02
+        magnitude = (weight + b @ a).norm(dim=1) * (1 + 0.05 * torch.randn(weight.shape[0], generator=gen))
+        prefix = f"base_model.model.{module}"
+        state |= {f"{prefix}.lora_A.weight": a, f"{prefix}.lora_B.weight": b, f"{prefix}.lora_magnitude_vector": magnitude}
+    return state
+
+
+def thesis_adapter_config(rank: int) -> dict:
+    return {"peft_type": "LORA", "r": rank, "lora_alpha": rank, "use_dora": True, "use_rslora": False,
+            "lora_dropout": 0.5, "bias": "none", "fan_in_fan_out": False, "task_type": None,
+            "target_modules": ["c_fc", "c_proj", "in_proj", "out_proj"], "init_lora_weights": True,
+            "auto_mapping": {"base_model_class": "VisionTransformer", "parent_library": "core.vision_encoder.pe"}}
+
+
+def deep_heads(config: BackboneConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    d, h = config.proj_dim, config.head_hidden
+    state = {}
+    for task in THESIS_TASKS:
+        state |= {f"{task}.0.weight": 1 + 0.1 * torch.randn(d, generator=gen), f"{task}.0.bias": 0.1 * torch.randn(d, generator=gen),
+                  f"{task}.0.running_mean": 0.3 * torch.randn(d, generator=gen),
+                  f"{task}.0.running_var": 0.5 + torch.rand(d, generator=gen),
+                  f"{task}.0.num_batches_tracked": torch.tensor(1000)}
+        state |= _linear(gen, h, d, f"{task}.2") | _linear(gen, NUM_CLASSES[task], h, f"{task}.4")
+    return state
+
+
+def write_random_checkpoint(backbone: str, out: str | Path, rank: int = 64, seed: int = 0) -> tuple[Path, Path]:
+    """Returns (weights file, adapter dir)."""
+    config = load_backbone_config(backbone)
+    out = Path(out)
+    gen = torch.Generator().manual_seed(seed)
+    log.info("making random %s weights (%d blocks, width %d)", config.name, config.depth, config.width)
+    vision = meta_vision_weights(config, gen)
+    text_stub = {"logit_scale": torch.tensor(4.6052), "token_embedding.weight": torch.zeros(8, 4),
+                 "ln_final.weight": torch.ones(4), "text_projection": torch.zeros(4, 4)}
+    adapter_dir = out / "RANDOM-dora-adapters"
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    weights = out / f"RANDOM-PE-Core-{config.name.removeprefix('pe-core-').upper()}.pt"
+    log.info("writing %s", weights)
+    torch.save({f"visual.{k}": v for k, v in vision.items()} | text_stub | {RANDOM_MARKER_KEY: torch.tensor(1)}, weights)
+    log.info("writing DoRA adapters (r=%d) and deep heads to %s", rank, adapter_dir)
+    save_file(dora_adapters(config, vision, rank, gen), str(adapter_dir / ADAPTER_WEIGHTS))
+    (adapter_dir / ADAPTER_CONFIG).write_text(json.dumps(thesis_adapter_config(rank), indent=2))
+    torch.save({"prediction_layers": deep_heads(config, gen), RANDOM_MARKER_KEY: True}, adapter_dir / CUSTOM_LAYERS)
+    (adapter_dir / RANDOM_MARKER_FILE).write_text("Random weights from export.random_checkpoint: for plumbing only.\n")
+    return weights, adapter_dir
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.random_checkpoint", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", required=True)
+    parser.add_argument("--out", required=True, help="directory to write into")
+    parser.add_argument("--rank", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    setup_logging()
+    weights, adapters = write_random_checkpoint(args.backbone, args.out, args.rank, args.seed)
+    print(f"RANDOM weights (plumbing only): --weights {weights} --adapters {adapters}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
