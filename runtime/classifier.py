@@ -101,7 +101,21 @@ class Classifier:
             self._thread.join()
             self._thread = None
 
+    def _warm_up(self) -> None:
+        """One batch-1 inference before the first request: ONNX Runtime allocates its buffers on the
+        first run, which would otherwise delay the first track's attributes."""
+        size = self.backend.info.input_size
+        started = time.monotonic()
+        self.backend.run(np.zeros((1, size, size, 3), dtype=np.uint8))
+        log.info("classifier warmed up in %.0f ms", (time.monotonic() - started) * 1000.0)
+
     def _run(self) -> None:
+        try:
+            self._warm_up()
+        except Exception as error:
+            log.exception("the classifier failed its first inference; stopping it")
+            self.error = error
+            return
         while not self._stop.is_set():
             batch = self._collect_batch()
             if not batch:
