@@ -152,3 +152,10 @@ def test_bad_input_is_named_and_nothing_is_written(case, thesis, tmp_path, capsy
 def test_unknown_backbone_is_named(tmp_path, capsys):
     assert run_main(main, ["--backbone", "pe-core-x99", "--heads", "h.pt", "--out", str(tmp_path / "m.onnx")]) == 2
     assert "unknown backbone 'pe-core-x99'" in capsys.readouterr().err
+
+
+def test_no_weights_and_no_published_weights_is_named(thesis, tmp_path, capsys):
+    _, adapters, _ = thesis
+    assert export_cli("--adapters", adapters, "--out", tmp_path / "m.onnx") == 2
+    assert "no published weights: pass --weights FILE" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
