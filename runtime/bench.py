@@ -88,6 +88,7 @@ def run_pipeline(config: Config, mode: str, max_seconds: float | None) -> dict:
     pipeline = Pipeline(config)
     appeared: dict[int, float] = {}
     first_attributes: dict[int, float] = {}
+    first_infer: dict[int, float] = {}  # inference time of the batch that carried each track's first reading
     pipeline.on(EventKind.APPEARED, lambda event: appeared.setdefault(event.track_id, event.timestamp))
 
     def on_frame(result) -> bool:
@@ -95,12 +96,15 @@ def run_pipeline(config: Config, mode: str, max_seconds: float | None) -> dict:
         for item in result.tracks:
             if item.attributes.observations and item.track.id not in first_attributes:
                 first_attributes[item.track.id] = now
+                first_infer[item.track.id] = result.latencies.get("infer", 0.0)
 
     with CpuMeter() as cpu:
         pipeline.run(on_frame, max_seconds=max_seconds)
     pipeline.close()
     stats = pipeline.stats()
-    waits = [first_attributes[t] - appeared[t] for t in first_attributes if t in appeared]
+    tracks = [t for t in first_attributes if t in appeared]
+    waits = [first_attributes[t] - appeared[t] for t in tracks]
+    overheads = [first_attributes[t] - appeared[t] - first_infer[t] for t in tracks]
     busy = pipeline.classifier.busy_seconds if pipeline.classifier else 0.0
     return {
         "mode": mode,
@@ -113,7 +117,8 @@ def run_pipeline(config: Config, mode: str, max_seconds: float | None) -> dict:
         "classifications_per_s": round(stats.classifications_per_s, 2),
         "inference_faces_per_busy_s": round(stats.classifications / busy, 2) if busy else None,
         "requests_deferred": stats.requests_deferred,
-        "first_attributes_ms": percentiles_ms(waits),
+        "first_attributes_ms": percentiles_ms(waits),  # `appeared` → first attributes seen by the caller
+        "first_attributes_beyond_inference_ms": percentiles_ms(overheads),  # the same, less its batch's inference
         "end_to_end_ms": percentiles_ms([]) if stats.end_to_end is None else
         {"p50": round(stats.end_to_end.p50_ms, 2), "p95": round(stats.end_to_end.p95_ms, 2)},
         "stages_ms": {stage: {"p50": round(s.p50_ms, 2), "p95": round(s.p95_ms, 2), "mean": round(s.mean_ms, 2)}
@@ -200,8 +205,9 @@ def report(results: dict) -> str:
     r = results["ratios"]
     lines.append(f"ratios: pipeline fps / naive fps = {r['fast_fps_vs_naive']}; in-pipeline inference throughput / "
                  f"alone = {r['inference_in_pipeline_vs_alone']}; first attributes after `appeared` (real time) "
-                 f"p50 {live['first_attributes_ms']['p50']} / p95 {live['first_attributes_ms']['p95']} ms "
-                 f"(one inference {alone['batch1_ms']} ms)")
+                 f"p50 {live['first_attributes_ms']['p50']} / p95 {live['first_attributes_ms']['p95']} ms, "
+                 f"beyond its batch's inference p50 {live['first_attributes_beyond_inference_ms']['p50']} / "
+                 f"p95 {live['first_attributes_beyond_inference_ms']['p95']} ms (batch-1 inference {alone['batch1_ms']} ms)")
     lines.append(f"peak memory {results['peak_memory_mb']} MB")
     lines.append("pipeline fast, per stage:\n" + fast["table"])
     return "\n".join(lines)

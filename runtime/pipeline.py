@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 NO_MODEL_MESSAGE = (
     "no model given (--model or classifier.model): running face detection and tracking only. "
     "To read age, gender and emotion, export a facecue model with `python -m export` "
-    "(README, section 'Export') and pass it with --model MODEL.onnx"
+    "(README, section 'Export a model') and pass it with --model MODEL.onnx"
 )
 RESULTS_WAITING = {"fast": 4, "realtime": 1}  # FrameResults waiting for the caller; real time keeps the newest
 
