@@ -11,34 +11,34 @@ from pathlib import Path
 
 import torch
 
+from export import mtlora
 from export.adapters import CUSTOM_LAYERS, ADAPTER_CONFIG, ADAPTER_WEIGHTS, merge_adapters, read_adapters
 from export.config import BackboneConfig, load_backbone_config
 from export.errors import CheckpointError
 from export.heads import heads_from_state_dict
 from export.model import FaceAttributeModel, create_backbone
+from export.names import block_index
 from export.weights import RANDOM_MARKER_KEY, load_backbone_weights, read_checkpoint
 from runtime.metadata import build_document
 
 log = logging.getLogger(__name__)
 
-MTLORA_KEYS = ("mtl_layer", "mtl_attn_pool")
-
-
-def read_heads(path: str | Path) -> tuple[dict[str, torch.Tensor], bool]:
-    """`prediction_layers` of a `custom_layers.pt`, or a file laid out like it; plus its random flag."""
+def read_heads(path: str | Path) -> tuple[dict[str, torch.Tensor], bool, dict | None]:
+    """`prediction_layers` of a `custom_layers.pt`, or a file laid out like it; plus its random flag and,
+    for an MTLoRA checkpoint, its `mtl_layer` / `mtl_attn_pool` state dicts (else None)."""
     checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: expected a dict of head weights, got {type(checkpoint).__name__}")
     random_weights = bool(checkpoint.pop(RANDOM_MARKER_KEY, False))
-    if any(key in checkpoint for key in MTLORA_KEYS):
-        # MTLoRA checkpoints (issue 3) will be handled by export/mtlora.py; this is the single hook.
-        raise CheckpointError(f"{path}: MTLoRA checkpoint (has {'/'.join(MTLORA_KEYS)}): not supported yet")
+    mtlora_sections = None
+    if any(key in checkpoint for key in mtlora.MTLORA_SECTIONS):
+        mtlora_sections = mtlora.read_sections(checkpoint, str(path))
     if "prediction_layers" in checkpoint:
-        extra = sorted(set(checkpoint) - {"prediction_layers"})
+        extra = sorted(set(checkpoint) - {"prediction_layers", *mtlora.MTLORA_SECTIONS})
         if extra:
             raise CheckpointError(f"{path}: unknown entries {extra} beside 'prediction_layers'")
         checkpoint = checkpoint["prediction_layers"]
-    return dict(checkpoint), random_weights
+    return dict(checkpoint), random_weights, mtlora_sections
 
 
 def _pretrained_backbone(config: BackboneConfig) -> torch.nn.Module:
@@ -61,7 +61,11 @@ def build_model(backbone: str | BackboneConfig, weights: str | Path | None = Non
         raise CheckpointError("no heads: pass --adapters DIR (with custom_layers.pt) or --heads FILE")
     adapter_set = read_adapters(adapters) if adapters is not None else None  # read first: fail before slow steps
     heads_path = Path(heads) if heads is not None else Path(adapters) / CUSTOM_LAYERS
-    head_state, heads_random = read_heads(heads_path)
+    head_state, heads_random, mtlora_sections = read_heads(heads_path)
+    if mtlora_sections is not None:  # MTLoRA (export/mtlora.py): check tasks and block count before slow steps
+        tasks = mtlora.check_layout(config, mtlora_sections, sorted({k.partition(".")[0] for k in head_state}),
+                                    {block_index(m) for m in adapter_set.tensors} if adapter_set else set(),
+                                    str(heads_path))
 
     if weights is None:
         net = _pretrained_backbone(config)
@@ -71,10 +75,17 @@ def build_model(backbone: str | BackboneConfig, weights: str | Path | None = Non
         weights_random = load_backbone_weights(net, weights)
     if adapter_set is not None:
         net = merge_adapters(net, adapter_set, config.depth)
-    head_modules = heads_from_state_dict(head_state, config.proj_dim, str(heads_path))
+    # MTLoRA heads read each task's pool output without `proj` (reference §2)
+    head_modules = heads_from_state_dict(head_state, config.width if mtlora_sections else config.proj_dim,
+                                         str(heads_path))
     random_weights = weights_random or heads_random or bool(adapter_set and adapter_set.random_weights)
-    model = FaceAttributeModel(config, net, head_modules,
-                               adapter=adapter_set.kind if adapter_set else "none", random_weights=random_weights)
+    if mtlora_sections is not None:
+        net = mtlora.build_tower(config, net, mtlora_sections, tasks, str(heads_path))
+        model = mtlora.MTLoRAFaceAttributeModel(config, net, head_modules, adapter="mtlora",
+                                                random_weights=random_weights)
+    else:
+        model = FaceAttributeModel(config, net, head_modules,
+                                   adapter=adapter_set.kind if adapter_set else "none", random_weights=random_weights)
     log.info("built %s: tasks %s, adapter %s%s", config.name, model.task_names, model.adapter,
              " (RANDOM WEIGHTS: plumbing only)" if random_weights else "")
     return model.eval()
