@@ -4,7 +4,10 @@ published layouts, so the full-size path runs end to end without a download. For
 Writes, from the reference's key tables (thesis-model.md §1, §4, §11), not from any model class:
 - `RANDOM-PE-Core-<name>.pt`: Meta's whole-CLIP layout (vision under `visual.`, a text-tower stub);
 - `RANDOM-dora-adapters/`: `adapter_model.safetensors` (DoRA on, non-zero B, perturbed magnitudes),
-  `adapter_config.json` (thesis LoraConfig), `custom_layers.pt` (deep heads, non-trivial BatchNorm).
+  `adapter_config.json` (thesis LoraConfig), `custom_layers.pt` (deep heads, non-trivial BatchNorm);
+- or, with `--adapter mtlora`, `RANDOM-mtlora-adapters/`: DoRA on blocks 0..n-2 only, and `custom_layers.pt`
+  with `mtl_layer` / `mtl_attn_pool` (§11: copies of the last block's and the pool's weights as `*.linear.*`,
+  non-zero shared and task LoRAs, one probe per task) beside deep heads that read the width (no `proj`).
 Every file is marked (`facecue_random_weights`, a `RANDOM_WEIGHTS` file); models exported from them say
 `random_weights: true` in their metadata.
 """
@@ -14,6 +17,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -102,8 +106,44 @@ def deep_heads(config: BackboneConfig, gen: torch.Generator) -> dict[str, torch.
     return state
 
 
-def write_random_checkpoint(backbone: str, out: str | Path, rank: int = 64, seed: int = 0) -> tuple[Path, Path]:
-    """Returns (weights file, adapter dir)."""
+def _mtlora_linear(gen, weight, bias, rank: int, prefix: str) -> dict[str, torch.Tensor]:
+    """One MTLoRALinear's keys (§11): frozen copy, shared LoRA (scale 0 in the model), one LoRA per task."""
+    out_dim, in_dim = weight.shape
+    state = {f"{prefix}.linear.weight": weight.clone(), f"{prefix}.linear.bias": bias.clone(),
+             f"{prefix}.lora_shared_A": torch.randn(rank, in_dim, generator=gen) * in_dim**-0.5,
+             f"{prefix}.lora_shared_B": torch.randn(out_dim, rank, generator=gen) * 0.02}
+    for task in THESIS_TASKS:
+        state[f"{prefix}.lora_tasks_A.{task}"] = torch.randn(rank, in_dim, generator=gen) * in_dim**-0.5
+        state[f"{prefix}.lora_tasks_B.{task}"] = torch.randn(out_dim, rank, generator=gen) * 0.02
+    return state
+
+
+def mtlora_sections(config: BackboneConfig, vision: dict, rank: int, gen: torch.Generator) -> dict[str, dict]:
+    """`mtl_layer` from the last block's weights, `mtl_attn_pool` from the pool's, in the thesis key layout."""
+    last = f"transformer.resblocks.{config.depth - 1}"
+    qkv = zip("qkv", vision[f"{last}.attn.in_proj_weight"].chunk(3), vision[f"{last}.attn.in_proj_bias"].chunk(3))
+    block = {k: vision[f"{last}.{k}"] for k in ("ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias")}
+    for name, weight, bias in qkv:
+        block |= _mtlora_linear(gen, weight, bias, rank, f"attn.{name}")
+    for name in ("attn.out_proj", "mlp.c_fc", "mlp.c_proj"):
+        block |= _mtlora_linear(gen, vision[f"{last}.{name}.weight"], vision[f"{last}.{name}.bias"], rank,
+                                name.removeprefix("attn."))
+    pool = {f"layernorm.{k}": vision[f"attn_pool.layernorm.{k}"] for k in ("weight", "bias")}
+    pool |= {f"probe.{task}": vision["attn_pool.probe"] + 0.1 * torch.randn(vision["attn_pool.probe"].shape, generator=gen)
+             for task in THESIS_TASKS}
+    in_proj = zip(("q_proj", "k_proj", "v_proj"), vision["attn_pool.attn.in_proj_weight"].chunk(3),
+                  vision["attn_pool.attn.in_proj_bias"].chunk(3))
+    for name, weight, bias in in_proj:
+        pool |= _mtlora_linear(gen, weight, bias, rank, name)
+    for name in ("attn.out_proj", "mlp.c_fc", "mlp.c_proj"):
+        pool |= _mtlora_linear(gen, vision[f"attn_pool.{name}.weight"], vision[f"attn_pool.{name}.bias"], rank,
+                               name.removeprefix("attn."))
+    return {"mtl_layer": block, "mtl_attn_pool": pool}
+
+
+def write_random_checkpoint(backbone: str, out: str | Path, rank: int = 64, seed: int = 0,
+                            adapter: str = "dora") -> tuple[Path, Path]:
+    """Returns (weights file, adapter dir); `adapter` is "dora" (DoRA-MTL) or "mtlora"."""
     config = load_backbone_config(backbone)
     out = Path(out)
     gen = torch.Generator().manual_seed(seed)
@@ -111,15 +151,23 @@ def write_random_checkpoint(backbone: str, out: str | Path, rank: int = 64, seed
     vision = meta_vision_weights(config, gen)
     text_stub = {"logit_scale": torch.tensor(4.6052), "token_embedding.weight": torch.zeros(8, 4),
                  "ln_final.weight": torch.ones(4), "text_projection": torch.zeros(4, 4)}
-    adapter_dir = out / "RANDOM-dora-adapters"
+    adapter_dir = out / f"RANDOM-{adapter}-adapters"
     adapter_dir.mkdir(parents=True, exist_ok=True)
     weights = out / f"RANDOM-PE-Core-{config.name.removeprefix('pe-core-').upper()}.pt"
     log.info("writing %s", weights)
     torch.save({f"visual.{k}": v for k, v in vision.items()} | text_stub | {RANDOM_MARKER_KEY: torch.tensor(1)}, weights)
     log.info("writing DoRA adapters (r=%d) and deep heads to %s", rank, adapter_dir)
-    save_file(dora_adapters(config, vision, rank, gen), str(adapter_dir / ADAPTER_WEIGHTS))
+    dora = dora_adapters(config, vision, rank, gen)
+    custom_layers = {"prediction_layers": deep_heads(config, gen), RANDOM_MARKER_KEY: True}
+    if adapter == "mtlora":  # DoRA on blocks 0..n-2 only; the last block and the pool are the MTLoRA sections
+        last = f".transformer.resblocks.{config.depth - 1}."
+        dora = {k: v for k, v in dora.items() if last not in k and ".attn_pool." not in k}
+        custom_layers |= mtlora_sections(config, vision, rank, gen)
+        if config.width != config.proj_dim:  # MTLoRA heads read the pool output, which has the width
+            custom_layers["prediction_layers"] = deep_heads(replace(config, proj_dim=config.width), gen)
+    save_file(dora, str(adapter_dir / ADAPTER_WEIGHTS))
     (adapter_dir / ADAPTER_CONFIG).write_text(json.dumps(thesis_adapter_config(rank), indent=2))
-    torch.save({"prediction_layers": deep_heads(config, gen), RANDOM_MARKER_KEY: True}, adapter_dir / CUSTOM_LAYERS)
+    torch.save(custom_layers, adapter_dir / CUSTOM_LAYERS)
     (adapter_dir / RANDOM_MARKER_FILE).write_text("Random weights from export.random_checkpoint: for plumbing only.\n")
     return weights, adapter_dir
 
@@ -131,9 +179,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="directory to write into")
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--adapter", choices=("dora", "mtlora"), default="dora",
+                        help="DoRA-MTL layout (default) or the MTLoRA layout (reference §4, §11)")
     args = parser.parse_args(argv)
     setup_logging()
-    weights, adapters = write_random_checkpoint(args.backbone, args.out, args.rank, args.seed)
+    weights, adapters = write_random_checkpoint(args.backbone, args.out, args.rank, args.seed, args.adapter)
     print(f"RANDOM weights (plumbing only): --weights {weights} --adapters {adapters}")
     return 0
 
