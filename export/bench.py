@@ -49,7 +49,8 @@ def flops_per_crop(model: torch.nn.Module, size: int) -> float:
     return float(counter.get_total_flops())
 
 
-def bench_backbone(name: str, batches: list[int], out_dir: Path, peak: float, min_seconds: float) -> list[dict]:
+def bench_backbone(name: str, batches: list[int], out_dir: Path, peak: float, min_seconds: float,
+                   min_reps: int) -> list[dict]:
     config = load_backbone_config(name)
     model = FaceAttributeModel(config, create_backbone(config), make_heads(config.proj_dim, hidden=config.head_hidden),
                                random_weights=True).eval()
@@ -61,8 +62,8 @@ def bench_backbone(name: str, batches: list[int], out_dir: Path, peak: float, mi
         images = np.random.default_rng(0).integers(0, 256, (batch, config.image_size, config.image_size, 3), np.uint8)
         tensor = torch.from_numpy(images)
         with torch.inference_mode():
-            t_torch = seconds_per_call(lambda: model(tensor), 2, min_seconds)
-        t_ort = seconds_per_call(lambda: session.run(None, {"images": images}), 2, min_seconds)
+            t_torch = seconds_per_call(lambda: model(tensor), min_reps, min_seconds)
+        t_ort = seconds_per_call(lambda: session.run(None, {"images": images}), min_reps, min_seconds)
         row = {"backbone": name, "batch": batch, "gflop_per_crop": flops / 1e9,
                "torch_crops_s": batch / t_torch, "ort_crops_s": batch / t_ort, "ort_over_torch": t_torch / t_ort,
                "torch_frac_of_matmul": flops * batch / t_torch / 1e9 / peak,
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.bench", description=__doc__)
     parser.add_argument("--backbones", nargs="+", default=["pe-core-t16-384", "pe-core-b16-224", "pe-core-l14-336"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--min-seconds", type=float, default=3.0, help="timing per measurement (at least 2 calls)")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="timing per measurement")
+    parser.add_argument("--min-reps", type=int, default=2, help="timed calls per measurement, after one warm-up")
     parser.add_argument("--out", default="build/bench-export.json")
     args = parser.parse_args(argv)
     setup_logging()
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
     peak = matmul_gflops()
     log.info("float32 4096² matmul: %.1f GFLOP/s (torch, %d threads)", peak, torch.get_num_threads())
     rows = [row for name in args.backbones for row in bench_backbone(name, args.batches, out.parent / "bench-models",
-                                                                      peak, args.min_seconds)]
+                                                                      peak, args.min_seconds, args.min_reps)]
     print(f"\nfloat32 matmul peak: {peak:.1f} GFLOP/s; torch threads {torch.get_num_threads()}; {platform.machine()}")
     print(f"| backbone | batch | GFLOP/crop | torch crops/s | ORT crops/s | ORT/torch | torch % of matmul | ORT % of matmul |")
     print("|---|---|---|---|---|---|---|---|")
