@@ -120,12 +120,13 @@ def _cache_file(table: LabelTable, size: int, margin: float, cache_dir: Path, st
     return cache_dir / f"{stem}-{size}px-{digest.hexdigest()[:16]}.npz"
 
 
-def detect_and_crop(table: LabelTable, size: int, margin: float, cache_dir: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
-    """(crops uint8 [M,S,S,3], kept row indices [M]) of the photos' largest faces; cached per CSV content."""
+def detect_and_crop(table: LabelTable, size: int, margin: float, cache_dir: Path | None, stem: str) -> tuple[np.ndarray, np.ndarray]:
+    """(crops uint8 [M,S,S,3], kept row indices [M]) of the photos' largest faces; cached per CSV content
+    in `cache_dir` (None: not cached)."""
     from runtime.detector import FaceDetector
 
-    cache = _cache_file(table, size, margin, cache_dir, stem)
-    if cache.is_file():
+    cache = _cache_file(table, size, margin, cache_dir, stem) if cache_dir is not None else None
+    if cache is not None and cache.is_file():
         with np.load(cache) as stored:
             log.info("face crops from cache %s", cache)
             return stored["crops"], stored["rows"]
@@ -144,6 +145,8 @@ def detect_and_crop(table: LabelTable, size: int, margin: float, cache_dir: Path
     if len(rows) < len(table):
         log.warning("%s: no face found in %d of %d photos; those rows are left out", stem, len(table) - len(rows), len(table))
     crops_array, rows_array = np.stack(crops), np.asarray(rows, dtype=np.int64)
+    if cache is None:
+        return crops_array, rows_array
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp.npz")
     np.savez(tmp, crops=crops_array, rows=rows_array)
@@ -172,7 +175,7 @@ class FaceDataset(Dataset):
         return image, torch.from_numpy(self.table.labels[index])
 
 
-def load_source(source: DataSource, size: int, margin: float, cache_dir: Path, transform=None) -> FaceDataset:
+def load_source(source: DataSource, size: int, margin: float, cache_dir: Path | None, transform=None) -> FaceDataset:
     table = read_labels(source.csv, source.root, source.name)
     if source.kind == "crops":
         return FaceDataset(table, size, transform=transform)
