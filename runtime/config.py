@@ -51,8 +51,8 @@ class TrackerConfig:
 
 @dataclass
 class ClassifierConfig:
-    model: str | None = None  # path to a facecue .onnx; None runs detection and tracking only
-    backend: str = "onnxruntime"
+    model: str | None = None  # path to a facecue .onnx (or a TensorRT .engine); None runs detection and tracking only
+    backend: str = "onnxruntime"  # "onnxruntime" or "tensorrt" (a native engine, runtime/backends/tensorrt.py)
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
     provider_options: dict[str, dict] = field(default_factory=dict)  # provider name → its ORT options
     intra_op_threads: int = 0  # 0: all cores but one, so perception keeps a core
@@ -61,6 +61,11 @@ class ClassifierConfig:
     max_batch: int = 8
     batch_wait: float = 0.005  # seconds to wait for more crops after the first one of a batch
     queue_size: int = 8  # crop requests waiting for the classifier; more are deferred, never queued
+    # GPU (runtime/backends/providers.py, tensorrt.py); ignored on the CPU provider
+    opt_batch: int = 1  # TensorRT profile: min 1, opt this (usual faces per round), max max_batch
+    fp16: bool = True  # TensorRT EP may run an fp32 model in FP16 (an fp16 model is FP16 by its types)
+    cache_dir: str = "~/.cache/facecue/tensorrt"  # TensorRT EP engine and timing caches
+    cpu_fallback: bool = False  # a GPU provider that is missing or fails to load: run on CPU (logged) instead of failing
 
 
 @dataclass
@@ -165,7 +170,8 @@ def validate(config: Config, origin: str) -> None:
         (config.tracker.confirm_hits >= 1, "tracker.confirm_hits", "must be >= 1"),
         (config.tracker.remove_after >= config.tracker.lost_after, "tracker.remove_after", "must be >= lost_after"),
         (config.tracker.max_tracks >= 1, "tracker.max_tracks", "must be >= 1"),
-        (config.classifier.backend == "onnxruntime", "classifier.backend", "must be 'onnxruntime'"),
+        (config.classifier.backend in ("onnxruntime", "tensorrt"), "classifier.backend", "must be 'onnxruntime' or 'tensorrt'"),
+        (config.classifier.opt_batch >= 1, "classifier.opt_batch", "must be >= 1"),
         (config.classifier.max_batch >= 1, "classifier.max_batch", "must be >= 1"),
         (config.classifier.queue_size >= 1, "classifier.queue_size", "must be >= 1"),
         (config.classifier.intra_op_threads >= 0, "classifier.intra_op_threads", "must be >= 0"),

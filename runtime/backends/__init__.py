@@ -14,6 +14,10 @@ from runtime.config import ClassifierConfig, ConfigError
 from runtime.metadata import ModelInfo
 
 
+class BackendError(RuntimeError):
+    """The model cannot be loaded or run with this backend."""
+
+
 class Backend(Protocol):
     info: ModelInfo
     max_batch: int
@@ -29,4 +33,8 @@ def open_backend(model_path: str | Path, config: ClassifierConfig) -> Backend:
         from runtime.backends.onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(model_path, config)
-    raise ConfigError(f"classifier.backend: unknown backend {config.backend!r} (known: onnxruntime)")
+    if config.backend == "tensorrt":
+        from runtime.backends.tensorrt import TensorRTBackend  # imports tensorrt and cuda-python when opened
+
+        return TensorRTBackend(model_path, config)
+    raise ConfigError(f"classifier.backend: unknown backend {config.backend!r} (known: onnxruntime, tensorrt)")

@@ -13,14 +13,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from runtime.backends import BackendError
+from runtime.backends.providers import TENSORRT, check_session_providers, providers_from_config
 from runtime.config import ClassifierConfig
-from runtime.metadata import ModelInfo, ModelMetadataError, info_from_metadata_map
+from runtime.metadata import ModelInfo, ModelMetadataError, info_from_metadata_map, read_model_info
 
 log = logging.getLogger(__name__)
-
-
-class BackendError(RuntimeError):
-    """The model cannot be loaded or run with this backend."""
 
 
 def default_intra_op_threads() -> int:
@@ -37,29 +35,20 @@ def session_options(config: ClassifierConfig) -> ort.SessionOptions:
     return options
 
 
-def providers_from_config(config: ClassifierConfig) -> list:
-    available = ort.get_available_providers()
-    missing = [name for name in config.providers if name not in available]
-    if missing:
-        raise BackendError(
-            f"classifier.providers: {missing} not available in this onnxruntime build (available: {available})"
-        )
-    return [(name, config.provider_options.get(name, {})) for name in config.providers]
-
-
 class OnnxRuntimeBackend:
     def __init__(self, model_path: str | Path, config: ClassifierConfig):
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
+        info = read_model_info(path) if TENSORRT in config.providers else None  # TensorRT profiles need the input size
+        providers = providers_from_config(info, config)
         try:
-            self.session = ort.InferenceSession(
-                str(path), sess_options=session_options(config), providers=providers_from_config(config)
-            )
+            self.session = ort.InferenceSession(str(path), sess_options=session_options(config), providers=providers)
         except BackendError:
             raise
         except Exception as error:  # onnxruntime raises its own exception types for unreadable files
             raise BackendError(f"{path} is not a readable ONNX model ({error})") from None
+        check_session_providers(self.session.get_providers(), config)
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.info: ModelInfo = info_from_metadata_map(metadata, str(path))
         self.path = path
