@@ -153,6 +153,11 @@ def _check_value(hint, value, where: str):
         return tuple(_check_value(a, v, where) for a, v in zip(args, value))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise TrainConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value
