@@ -2,6 +2,8 @@
 
 Order: config → timm backbone → base weights (file or timm pretrained) → merge LoRA/DoRA →
 heads (`custom_layers.pt`'s `prediction_layers`, or `--heads FILE`) → eval-mode model.
+An MTLoRA checkpoint (`mtl_layer`/`mtl_attn_pool` in `custom_layers.pt`) gets its final block and per-task
+pools from export/mtlora.py.
 """
 from __future__ import annotations
 
