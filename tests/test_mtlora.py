@@ -232,3 +232,12 @@ def test_random_mtlora_checkpoint_exports_and_verifies(trained, tmp_path, capsys
     other = ["--backbone", str(TINY_BACKBONE), "--weights", str(trained[4]), "--adapters", str(trained[5])]
     assert run_main(verify_main, [str(model), *other, "--crops", str(tmp_path / "crops")]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_mtl_layer_wrapped_in_a_list_loads_the_same(trained, tmp_path):
+    """The thesis loader accepts `checkpoint["mtl_layer"][0]`; so does the export."""
+    _, model, _, _, weights, adapters = trained
+    wrapped = edit_custom_layers(adapters, tmp_path, lambda c: c.update(mtl_layer=[c["mtl_layer"]]))
+    got = features(build_model(TINY_BACKBONE, weights=weights, adapters=wrapped))
+    for task, value in features(model).items():
+        assert torch.equal(got[task], value)
