@@ -203,3 +203,25 @@ def test_loss_decreases_and_uncertainty_weights_move(tmp_path, faces):
     assert losses[-1] < 0.8 * losses[0], losses
     log_vars = state.history and __import__("json").loads((best / "training.json").read_text())["uncertainty_log_vars"]
     assert all(abs(v) > 1e-4 for v in log_vars.values()), log_vars
+
+
+def test_photos_go_through_the_runtime_detector_once_then_the_cache(tmp_path):
+    from runtime.crop import crop_face
+    from runtime.detector import FaceDetector
+    from training.config import DataSource
+    from training.data import load_source
+
+    photo = skdata.astronaut()
+    cv2.imwrite(str(tmp_path / "astronaut.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "blank.png"), np.zeros((120, 160, 3), np.uint8))  # no face: row left out
+    labels = write_csv(tmp_path / "photos.csv", [["astronaut.png", "1", "3", "0", "3", ""],
+                                                 ["blank.png", "0", "2", "0", "-100", ""]])
+    source = DataSource(csv=str(labels), root=str(tmp_path), kind="images")
+    dataset = load_source(source, 48, 0.1, tmp_path / "cache")
+    assert len(dataset) == 1 and dataset.table.labels.tolist() == [[3, 1, 3]]
+    with FaceDetector("full_range", running_mode="image") as detector:
+        box = detector.detect(photo)[0].box
+    np.testing.assert_array_equal(dataset.crop(0), crop_face(photo, box, 48, 0.1))
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    again = load_source(source, 48, 0.1, tmp_path / "cache")
+    np.testing.assert_array_equal(again.crop(0), dataset.crop(0))
