@@ -74,6 +74,8 @@ def main(argv=None) -> int:
                                "--batch", str(args.batch), "--steps", str(args.steps)],
                               capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"  {recipe}: {rows[-1]['samples_per_s']:.2f} samples/s, peak RSS {rows[-1]['peak_rss_mib']:.0f} MiB",
+              file=sys.stderr, flush=True)
     print(f"{'recipe':13} {'samples/s':>9} {'s/step':>7} {'trainable':>10} {'peak RSS MiB':>13}")
     for r in rows:
         print(f"{r['recipe']:13} {r['samples_per_s']:9.2f} {r['s_per_step']:7.2f} {r['trainable_params']:>10,} "
