@@ -86,7 +86,11 @@ def run_temperature(args, config) -> int:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    # onnxruntime.quantization logs whole range tables and generic advice on the root logger: root shows
+    # errors only, our own loggers show progress.
+    logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for name in ("calibration", "runtime"):
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         config = load_config(args.config)
         return run_int8(args, config) if args.command == "int8" else run_temperature(args, config)

@@ -29,7 +29,7 @@ class Int8Config:
     held_out_crops: int = 64  # distinct from the calibration crops; used for the agreement report
     min_calibration_crops: int = 16
     min_held_out_crops: int = 8
-    chunk_size: int = 8  # crops per calibration run; bounds the intermediate outputs kept in memory
+    chunk_size: int = 4  # crops per calibration run; bounds the intermediate outputs kept in memory
     speed_batches: list[int] = field(default_factory=lambda: [1, 8])
     speed_repeats: int = 5  # timed runs per batch size and model, interleaved; the median is reported
     margin_tolerance: float = 1e-3  # agreement counts samples whose FP32 top-2 margin exceeds this × logit scale
