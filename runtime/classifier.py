@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.backends import Backend
+from runtime.backends import Backend, cancel
 from runtime.stats import LatencyRecorder
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,9 @@ class Classifier:
             return self._outstanding == 0
 
     def stop(self) -> None:
+        """Stop the thread, aborting a running inference where the backend can."""
         self._stop.set()
+        cancel(self.backend)
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -113,8 +115,7 @@ class Classifier:
         try:
             self._warm_up()
         except Exception as error:
-            log.exception("the classifier failed its first inference; stopping it")
-            self.error = error
+            self._fail(error)
             return
         while not self._stop.is_set():
             batch = self._collect_batch()
@@ -122,9 +123,8 @@ class Classifier:
                 continue
             try:
                 results = self._classify(batch)
-            except Exception as error:  # surfaced to the pipeline, which shuts down with this error
-                log.exception("the classifier failed; stopping it")
-                self.error = error
+            except Exception as error:
+                self._fail(error)
                 return
             for result in results:
                 while not self._stop.is_set():
@@ -133,6 +133,13 @@ class Classifier:
                         break
                     except queue.Full:
                         continue
+
+    def _fail(self, error: Exception) -> None:
+        """Surface a backend failure to the pipeline (which shuts down with it), unless we were stopping."""
+        if self._stop.is_set():
+            return  # the inference was cancelled by stop()
+        log.exception("the classifier failed; stopping it")
+        self.error = error
 
     def _collect_batch(self) -> list[CropRequest]:
         try:

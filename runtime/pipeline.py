@@ -80,7 +80,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at: float | None = None
-        self._stopped_at: float | None = None
+        self._perception_ended_at: float | None = None
         self.error: BaseException | None = None
         self.frames_processed = 0
         self.requests_deferred = 0
@@ -161,8 +161,6 @@ class Pipeline:
         if self._detector is not None:
             self._detector.close()
             self._detector = None
-        if self._stopped_at is None and self._started_at is not None:
-            self._stopped_at = time.monotonic()
 
     def close(self) -> None:
         """Stop, and release the model."""
@@ -190,7 +188,7 @@ class Pipeline:
             raise self.error
 
     def stats(self) -> PipelineStats:
-        end = self._stopped_at or time.monotonic()
+        end = self._perception_ended_at or time.monotonic()
         duration = max(1e-9, end - self._started_at) if self._started_at is not None else 0.0
         capture = self.capture.stats() if self.capture is not None else None
         classifier = self.classifier
@@ -236,6 +234,7 @@ class Pipeline:
             log.error("perception stopped: %s", error)
             self.error = error
         finally:
+            self._perception_ended_at = time.monotonic()
             self._close_tracks(last_timestamp if last_timestamp is not None else time.monotonic())
 
     def _process(self, frame: Frame) -> FrameResult:

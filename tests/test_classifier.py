@@ -137,3 +137,15 @@ def test_other_onnx_models_and_non_models_are_refused(tmp_path):
 def test_an_unavailable_provider_is_named(tiny_model):
     with pytest.raises(BackendError, match=r"\['NoSuchExecutionProvider'\] not available"):
         open_backend(tiny_model, ClassifierConfig(providers=["NoSuchExecutionProvider"]))
+
+
+def test_stop_cancels_the_session_and_is_not_an_error(tiny_model):
+    backend = open_backend(tiny_model, ClassifierConfig(intra_op_threads=1))
+    size = backend.info.input_size
+    classifier = Classifier(backend, max_batch=2, batch_wait=0.0, queue_size=2)
+    classifier.start()
+    classifier.submit(CropRequest(1, crops(1, size)[0], 1.0, 0.0))
+    classifier.stop()
+    assert classifier.error is None
+    with pytest.raises(Exception, match="terminate"):  # ONNX Runtime's RunOptions.terminate aborts runs
+        backend.run(crops(1, size))

@@ -27,6 +27,13 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def cancel(backend: Backend) -> None:
+    """Abort the backend's running inference at shutdown, when it can (optional `cancel()` method)."""
+    cancel_method = getattr(backend, "cancel", None)
+    if cancel_method is not None:
+        cancel_method()
+
+
 def open_backend(model_path: str | Path, config: ClassifierConfig) -> Backend:
     """The backend that `config.backend` names, with the model at `model_path` loaded."""
     if config.backend == "onnxruntime":

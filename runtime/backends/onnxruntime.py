@@ -53,6 +53,7 @@ class OnnxRuntimeBackend:
         self.info: ModelInfo = info_from_metadata_map(metadata, str(path))
         self.path = path
         self.max_batch = config.max_batch
+        self._run_options = ort.RunOptions()  # its `terminate` flag cancels a running inference
         self._check_signature()
         log.info(
             "model %s: %s/%s %s, input %d px, tasks %s, providers %s, %d intra-op threads",
@@ -82,8 +83,13 @@ class OnnxRuntimeBackend:
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
             raise ValueError(f"expected uint8 [N, {size}, {size}, 3] crops, got {images.dtype} {images.shape}")
         names = self.info.task_names
-        outputs = self.session.run(names, {self.info.input_name: np.ascontiguousarray(images)})
+        outputs = self.session.run(names, {self.info.input_name: np.ascontiguousarray(images)}, self._run_options)
         return {name: np.asarray(value, dtype=np.float32) for name, value in zip(names, outputs)}
+
+    def cancel(self) -> None:
+        """Abort a running inference (from another thread) and refuse later ones: a large model takes
+        seconds per batch on a CPU, and shutdown should not wait for it."""
+        self._run_options.terminate = True
 
     def close(self) -> None:
         self.session = None
