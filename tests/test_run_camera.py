@@ -88,3 +88,25 @@ def test_bad_input_is_named_and_exits_2(tmp_path, capsys, make_args, message):
     status = run_camera.main(["--source", CLIP, "--headless", *make_args(tmp_path)])
     assert status == 2
     assert message in capsys.readouterr().err
+
+
+def test_ctrl_c_shuts_down_cleanly_and_pairs_every_appeared(tmp_path):
+    import signal
+    import time
+
+    jsonl = tmp_path / "run.jsonl"
+    process = subprocess.Popen([sys.executable, "run_camera.py", "--source", CLIP, "--headless", "--jsonl", str(jsonl)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".run.jsonl.partial")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # the clip plays at 12 fps (real-time mode): interrupt it halfway
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "interrupted" in err and "frames: " in out
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert records[-1]["type"] == "stats" and 0 < records[-1]["frames_processed"] < 41
+    events = [(r["event"], r["track_id"]) for r in records if r["type"] == "event"]
+    appeared = sorted(t for kind, t in events if kind == "appeared")
+    assert appeared and appeared == sorted(t for kind, t in events if kind == "disappeared")
