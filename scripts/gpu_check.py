@@ -6,7 +6,7 @@ from random weights on the spot; compare each with ONNX Runtime CPU FP32 (top-1 
 error relative to scale) and time batch 1/4/8 (CUDA events for PyTorch, wall clock after the result is
 on the host otherwise). Prints one table, one line per part, with the reason when a part cannot run.
 Downloads nothing. Needs torch, timm, peft, onnx, onnxruntime, numpy, safetensors, pyyaml; the ONNX
-export also needs onnxscript (`--vendor DIR` puts pure-Python wheels from DIR on sys.path).
+export also needs onnxscript (`--vendor DIR` puts unpacked pure-Python packages from DIR on sys.path).
 """
 from __future__ import annotations
 
@@ -247,13 +247,13 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="tiny,l14-336", help=f"comma list of {list(MODELS)}")
     parser.add_argument("--no-gpu", action="store_true", help="act as if there were no GPU (CPU rehearsal)")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--vendor", help="directory of pure-Python wheels (onnxscript, onnx_ir) to import from")
+    parser.add_argument("--vendor", help="directory with pure-Python packages (onnxscript, onnx_ir) to import from")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "export", "runtime"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.vendor:
-        sys.path[1:1] = [str(p) for p in sorted(Path(args.vendor).glob("*.whl"))]
+        sys.path.insert(1, str(Path(args.vendor).resolve()))
     import torch
 
     gpu = torch.cuda.is_available() and not args.no_gpu
