@@ -71,6 +71,7 @@ class ClassifierConfig:
 @dataclass
 class PolicyConfig:
     interval: float = 1.0  # seconds before a classified track is classified again
+    batch_fill: float = 0.5  # tracks classified longer ago than this × interval join a due track's batch (1.0: off)
     min_quality: float = 0.3  # crops below this wait for a better one (unless never classified)
     reference_side: float = 112.0  # face side in pixels that counts as full size for quality
     sharpness_reference: float = 100.0  # variance of the Laplacian that counts as fully sharp
@@ -177,6 +178,7 @@ def validate(config: Config, origin: str) -> None:
         (config.classifier.intra_op_threads >= 0, "classifier.intra_op_threads", "must be >= 0"),
         (config.classifier.batch_wait >= 0, "classifier.batch_wait", "must be >= 0"),
         (config.policy.interval > 0, "policy.interval", "must be > 0"),
+        (0.0 <= config.policy.batch_fill <= 1.0, "policy.batch_fill", "must be in [0, 1]"),
         (config.smoothing.emotion_tau > 0, "smoothing.emotion_tau", "must be > 0"),
         (config.smoothing.hysteresis_time >= 0, "smoothing.hysteresis_time", "must be >= 0"),
         (config.events.min_observations >= 1, "events.min_observations", "must be >= 1"),

@@ -34,7 +34,7 @@ from runtime.detector import FaceDetector
 from runtime.events import Callback, EventBus
 from runtime.jsonl import RANDOM_WEIGHTS_WARNING
 from runtime.metadata import ModelInfo
-from runtime.policy import Candidate, is_due, select
+from runtime.policy import DUE, Candidate, readiness, select
 from runtime.quality import face_quality
 from runtime.smoothing import TrackSmoother, smoothing_settings
 from runtime.stats import LatencyRecorder, PipelineStats
@@ -290,15 +290,16 @@ class Pipeline:
         size, margin = self.info.input_size, self.info.crop_margin
         policy = self.config.policy
         candidates = []
-        for track in tracks:
-            if not is_due(track, now, policy.interval, self._in_flight):
+        ready = [(track, readiness(track, now, policy.interval, policy.batch_fill, self._in_flight)) for track in tracks]
+        if not any(kind == DUE for _, kind in ready):
+            return  # early tracks only ride along with a due one
+        for track, kind in ready:
+            if kind is None:
                 continue
             crop = crop_face(rgb, track.detection.box, size, margin)
             quality = face_quality(track.detection, crop, policy.reference_side, policy.sharpness_reference)
-            candidates.append(Candidate(track, crop, quality.total))
-        if not candidates:
-            return
-        selection = select(candidates, self.classifier.capacity(), policy.min_quality)
+            candidates.append(Candidate(track, crop, quality.total, kind))
+        selection = select(candidates, self.classifier.capacity(), self.classifier.max_batch, policy.min_quality)
         self.requests_deferred += selection.deferred
         for candidate in selection.chosen:
             request = CropRequest(candidate.track.id, candidate.crop, candidate.quality, now)

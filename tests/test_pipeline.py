@@ -4,13 +4,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from runtime.backends import open_backend
 from runtime.capture import SourceError
 from runtime.config import load_config
 from runtime.pipeline import Pipeline
-from runtime.types import EventKind, TrackState
+from runtime.policy import DUE, EARLY, Candidate, readiness, select
+from runtime.types import Detection, EventKind, Track, TrackState
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 CLIP = SAMPLES / "face-demographics-walking-and-pause.mp4"  # 41 frames, up to 4 people
@@ -140,3 +142,36 @@ def test_an_unreadable_source_is_named(tmp_path):
     with pytest.raises(SourceError, match="missing.mp4"):
         pipeline.start()
     pipeline.stop()
+
+
+def track(track_id, last_classified=None, state=TrackState.CONFIRMED, matched=True):
+    detection = Detection((0.0, 0.0, 50.0, 50.0), 0.9, np.zeros((6, 2))) if matched else None
+    return Track(track_id, (0.0, 0.0, 50.0, 50.0), detection, 5, 0, state, last_classified)
+
+
+def test_policy_readiness():
+    now, interval, fill = 10.0, 1.0, 0.5
+    assert readiness(track(1), now, interval, fill, set()) == DUE  # never classified
+    assert readiness(track(1, 8.9), now, interval, fill, set()) == DUE
+    assert readiness(track(1, 9.4), now, interval, fill, set()) == EARLY
+    assert readiness(track(1, 9.8), now, interval, fill, set()) is None
+    assert readiness(track(1), now, interval, fill, {1}) is None  # a request is in flight
+    assert readiness(track(1, state=TrackState.TENTATIVE), now, interval, fill, set()) is None
+    assert readiness(track(1, matched=False), now, interval, fill, set()) is None  # no crop in this frame
+
+
+def test_policy_selection_order_quality_gate_and_capacity():
+    crop = np.zeros((4, 4, 3), np.uint8)
+    new_poor = Candidate(track(1), crop, 0.05, DUE)
+    old_good = Candidate(track(2, 5.0), crop, 0.9, DUE)
+    old_fair = Candidate(track(3, 5.0), crop, 0.5, DUE)
+    old_poor = Candidate(track(4, 5.0), crop, 0.1, DUE)
+    early = Candidate(track(5, 9.4), crop, 0.8, EARLY)
+    chosen = select([old_fair, old_poor, early, old_good, new_poor], capacity=8, max_batch=8, min_quality=0.3)
+    # never classified first (even when poor), then best quality; the poor classified crop waits; early fills
+    assert [c.track.id for c in chosen.chosen] == [1, 2, 3, 5]
+    assert chosen.waiting == 1 and chosen.deferred == 0
+    full = select([old_fair, early, old_good, new_poor], capacity=2, max_batch=8, min_quality=0.3)
+    assert [c.track.id for c in full.chosen] == [1, 2] and full.deferred == 1
+    alone = select([early], capacity=8, max_batch=8, min_quality=0.3)
+    assert alone.chosen == []  # early tracks only ride along with a due one
