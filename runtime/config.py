@@ -28,6 +28,7 @@ class SourceConfig:
     uri: str = "0"  # webcam index, video file, rtsp:// or http(s):// URL, or a GStreamer pipeline (" ! ")
     mode: str = "realtime"  # "realtime": newest frame only, drops counted; "fast": lossless
     pace_files: bool = True  # in realtime mode, play files at their own frame rate (like a camera)
+    loop: bool = False  # play a video file again from the start when it ends (demos, benchmarks)
     reopen_initial_delay: float = 0.5  # seconds before the first reopen of a failed live source
     reopen_max_delay: float = 8.0
     reopen_attempts: int | None = None  # None: keep trying
@@ -72,9 +73,10 @@ class ClassifierConfig:
 class PolicyConfig:
     interval: float = 1.0  # seconds before a classified track is classified again
     batch_fill: float = 0.5  # tracks classified longer ago than this × interval join a due track's batch (1.0: off)
-    min_quality: float = 0.3  # crops below this wait for a better one (unless never classified)
-    reference_side: float = 112.0  # face side in pixels that counts as full size for quality
-    sharpness_reference: float = 100.0  # variance of the Laplacian that counts as fully sharp
+    min_quality: float = 0.2  # crops below this wait for a better one (unless never classified) ...
+    max_quality_wait: float = 4.0  # ... for at most this many seconds past due
+    reference_side: float = 112.0  # face side in pixels that counts as full size; quality is measured on a crop this big
+    sharpness_reference: float = 50.0  # variance of the Laplacian (on that crop) that counts as fully sharp
 
 
 @dataclass
@@ -179,6 +181,7 @@ def validate(config: Config, origin: str) -> None:
         (config.classifier.batch_wait >= 0, "classifier.batch_wait", "must be >= 0"),
         (config.policy.interval > 0, "policy.interval", "must be > 0"),
         (0.0 <= config.policy.batch_fill <= 1.0, "policy.batch_fill", "must be in [0, 1]"),
+        (config.policy.reference_side >= 8, "policy.reference_side", "must be >= 8 pixels"),
         (config.smoothing.emotion_tau > 0, "smoothing.emotion_tau", "must be > 0"),
         (config.smoothing.hysteresis_time >= 0, "smoothing.hysteresis_time", "must be >= 0"),
         (config.events.min_observations >= 1, "events.min_observations", "must be >= 1"),

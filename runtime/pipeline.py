@@ -34,7 +34,7 @@ from runtime.detector import FaceDetector
 from runtime.events import Callback, EventBus
 from runtime.jsonl import RANDOM_WEIGHTS_WARNING
 from runtime.metadata import ModelInfo
-from runtime.policy import DUE, Candidate, readiness, select
+from runtime.policy import DUE, Candidate, overdue, readiness, select
 from runtime.quality import face_quality
 from runtime.smoothing import TrackSmoother, smoothing_settings
 from runtime.stats import LatencyRecorder, PipelineStats
@@ -119,6 +119,7 @@ class Pipeline:
             raise ConfigError(f"tracker.association: {error}") from None
         self._detector = FaceDetector(config.detector.model, config.detector.min_confidence, config.detector.min_face_size)
         self.capture = Capture(config.source.uri, mode=config.source.mode, pace_files=config.source.pace_files,
+                               live=True if config.source.loop else None,  # a live file is reopened at its end
                                reopen_initial_delay=config.source.reopen_initial_delay,
                                reopen_max_delay=config.source.reopen_max_delay,
                                reopen_attempts=config.source.reopen_attempts)
@@ -296,9 +297,13 @@ class Pipeline:
         for track, kind in ready:
             if kind is None:
                 continue
-            crop = crop_face(rgb, track.detection.box, size, margin)
-            quality = face_quality(track.detection, crop, policy.reference_side, policy.sharpness_reference)
-            candidates.append(Candidate(track, crop, quality.total, kind))
+            box = track.detection.box
+            crop = crop_face(rgb, box, size, margin)
+            # quality on a crop of one fixed size, so sharpness compares across faces and models
+            reference = crop_face(rgb, box, int(policy.reference_side), margin)
+            quality = face_quality(track.detection, reference, policy.reference_side, policy.sharpness_reference)
+            late = overdue(track, now, policy.interval, policy.max_quality_wait)
+            candidates.append(Candidate(track, crop, quality.total, kind, late))
         selection = select(candidates, self.classifier.capacity(), self.classifier.max_batch, policy.min_quality)
         self.requests_deferred += selection.deferred
         for candidate in selection.chosen:

@@ -6,7 +6,9 @@ A confirmed track matched in this frame, with no request in flight, is
   in a round that has a due track, so the tracks' rounds fall into step and share one batched inference
   instead of drifting into one batch-1 inference each.
 Among the due tracks: never-classified first, then the best quality first; a crop below the minimum
-quality waits for a better one unless its track was never classified. At most `capacity` are chosen
+quality waits for a better one unless its track was never classified or has waited `max_quality_wait`
+seconds past due (a person who stays small or blurred is still re-read; the smoothing gives the reading
+a low weight). At most `capacity` are chosen
 (what the classifier can take now); the rest are deferred and counted.
 """
 from __future__ import annotations
@@ -26,10 +28,14 @@ class Candidate:
     crop: np.ndarray  # uint8 S×S×3 RGB
     quality: float
     readiness: str = DUE  # DUE or EARLY
+    overdue: bool = False  # waited long enough for a better crop: take this one whatever its quality
 
     @property
     def never_classified(self) -> bool:
         return self.track.last_classified is None
+
+    def passes(self, min_quality: float) -> bool:
+        return self.never_classified or self.overdue or self.quality >= min_quality
 
 
 @dataclass(frozen=True)
@@ -50,14 +56,18 @@ def readiness(track: Track, now: float, interval: float, batch_fill: float, in_f
     return None
 
 
+def overdue(track: Track, now: float, interval: float, max_quality_wait: float) -> bool:
+    return track.last_classified is not None and now - track.last_classified >= interval + max_quality_wait
+
+
 def select(candidates: list[Candidate], capacity: int, max_batch: int, min_quality: float) -> Selection:
     """The due candidates the classifier can take, best first, then early ones to fill the batch."""
-    good = [c for c in candidates if c.never_classified or c.quality >= min_quality]
+    good = [c for c in candidates if c.passes(min_quality)]
     due = sorted((c for c in good if c.readiness == DUE), key=lambda c: (not c.never_classified, -c.quality))
     chosen = due[: max(0, capacity)]
     if chosen:
         early = sorted((c for c in good if c.readiness == EARLY), key=lambda c: -c.quality)
         room = min(capacity, max_batch) - len(chosen)
         chosen += early[: max(0, room)]
-    waiting = sum(1 for c in candidates if c.readiness == DUE and not c.never_classified and c.quality < min_quality)
+    waiting = sum(1 for c in candidates if c.readiness == DUE and not c.passes(min_quality))
     return Selection(chosen=chosen, deferred=len(due) - min(len(due), max(0, capacity)), waiting=waiting)

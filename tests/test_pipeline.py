@@ -11,7 +11,7 @@ from runtime.backends import open_backend
 from runtime.capture import SourceError
 from runtime.config import load_config
 from runtime.pipeline import Pipeline
-from runtime.policy import DUE, EARLY, Candidate, readiness, select
+from runtime.policy import DUE, EARLY, Candidate, overdue, readiness, select
 from runtime.types import Detection, EventKind, Track, TrackState
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -175,3 +175,8 @@ def test_policy_selection_order_quality_gate_and_capacity():
     assert [c.track.id for c in full.chosen] == [1, 2] and full.deferred == 1
     alone = select([early], capacity=8, max_batch=8, min_quality=0.3)
     assert alone.chosen == []  # early tracks only ride along with a due one
+    waited = Candidate(track(4, 5.0), crop, 0.1, DUE, overdue=True)
+    assert [c.track.id for c in select([waited], 8, 8, 0.3).chosen] == [4]  # waited long enough: taken as is
+    assert overdue(track(4, 5.0), now=10.0, interval=1.0, max_quality_wait=4.0)
+    assert not overdue(track(4, 5.0), now=9.9, interval=1.0, max_quality_wait=4.0)
+    assert not overdue(track(4), now=10.0, interval=1.0, max_quality_wait=4.0)
