@@ -29,27 +29,33 @@ log = logging.getLogger(__name__)
 WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
 
 
-def _dims(value_info, batch: int) -> list[int]:
-    return [d.dim_value if d.HasField("dim_value") else batch for d in value_info.type.tensor_type.shape.dim]
+def graph_gflops(path: Path) -> dict[str, float]:
+    """GFLOPs per crop of an ONNX graph: {'weights': linear+conv, 'attention': activation×activation MatMuls}.
 
-
-def graph_gflops(path: Path, batch: int = 1) -> dict[str, float]:
-    """GFLOPs per crop of an ONNX graph: {'weights': linear+conv, 'attention': activation×activation MatMuls}."""
-    proto = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-    shapes = {v.name: _dims(v, batch) for v in [*proto.graph.value_info, *proto.graph.input, *proto.graph.output]}
+    The batch is fixed to 1 and shapes are propagated through Shape/Reshape (data_prop), so the
+    attention products' token dimensions are known.
+    """
+    proto = onnx.load(str(path), load_external_data=False)
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    del proto.graph.value_info[:]
+    proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*proto.graph.value_info, *proto.graph.input, *proto.graph.output]}
     weights = {i.name: list(i.dims) for i in proto.graph.initializer}
     macs = {"weights": 0, "attention": 0}
     for node in proto.graph.node:
         if node.op_type not in WEIGHT_OPS:
             continue
         out = int(np.prod(shapes[node.output[0]]))
+        if not out:
+            raise RuntimeError(f"{path}: shape of {node.name}'s output unknown after inference")
         if node.op_type == "Conv":
             macs["weights"] += out * int(np.prod(weights[node.input[1]][1:]))  # Cin/groups × kh × kw per output
             continue
         transposed_a = any(a.name == "transA" and a.i for a in node.attribute)
         k = shapes[node.input[0]][-2 if transposed_a else -1]
         macs["weights" if node.input[1] in weights else "attention"] += out * k
-    return {kind: 2 * value / batch / 1e9 for kind, value in macs.items()}
+    return {kind: 2 * value / 1e9 for kind, value in macs.items()}
 
 
 def export_layout(backbone: str, adapter: str, work: Path, seed: int) -> Path:
