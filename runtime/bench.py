@@ -76,10 +76,12 @@ def run_pipeline(config: Config, mode: str, max_seconds: float | None) -> dict:
                 first_infer[item.track.id] = result.latencies.get("infer", 0.0)
 
     with CpuMeter() as cpu:
-        pipeline.run(on_frame, max_seconds=max_seconds)
+        pipeline.run(on_frame, max_seconds=max_seconds, wait_for_model=True)
     pipeline.close()
     stats = pipeline.stats()
-    tracks = [t for t in first_attributes if t in appeared]
+    warm = pipeline.classifier.warmed_at if pipeline.classifier else None
+    # the classifier's first (warm-up) inference is not what a new track waits for in steady state
+    tracks = [t for t in first_attributes if t in appeared and warm is not None and appeared[t] >= warm]
     waits = [first_attributes[t] - appeared[t] for t in tracks]
     overheads = [first_attributes[t] - appeared[t] - first_infer[t] for t in tracks]
     busy = pipeline.classifier.busy_seconds if pipeline.classifier else 0.0

@@ -54,6 +54,8 @@ class Classifier:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None  # set when the backend failed; the thread has stopped
+        self.warmed_at: float | None = None  # monotonic time the warm-up inference finished
+        self.ready = threading.Event()  # set after the warm-up (or when it failed)
         self.classifications = 0
         self.batches = 0
         self.busy_seconds = 0.0
@@ -109,7 +111,8 @@ class Classifier:
         size = self.backend.info.input_size
         started = time.monotonic()
         self.backend.run(np.zeros((1, size, size, 3), dtype=np.uint8))
-        log.info("classifier warmed up in %.0f ms", (time.monotonic() - started) * 1000.0)
+        self.warmed_at = time.monotonic()
+        log.info("classifier warmed up in %.0f ms", (self.warmed_at - started) * 1000.0)
 
     def _run(self) -> None:
         try:
@@ -117,6 +120,8 @@ class Classifier:
         except Exception as error:
             self._fail(error)
             return
+        finally:
+            self.ready.set()
         while not self._stop.is_set():
             batch = self._collect_batch()
             if not batch:

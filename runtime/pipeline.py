@@ -104,8 +104,10 @@ class Pipeline:
         except ValueError:
             raise ValueError(f"unknown event kind {kind!r} (known: {[k.value for k in EventKind]})") from None
 
-    def start(self) -> None:
-        """Open the source and the detector and start the threads; raises SourceError for a bad source."""
+    def start(self, wait_for_model: bool = False) -> None:
+        """Open the source and the detector and start the threads; raises SourceError for a bad source.
+        `wait_for_model`: open the source only after the classifier's warm-up inference (seconds for a
+        large model on a CPU); by default frames flow at once and classification joins when ready."""
         config = self.config
         cv2.setNumThreads(config.classifier.opencv_threads)
         if self.info is None:
@@ -123,15 +125,19 @@ class Pipeline:
                                reopen_initial_delay=config.source.reopen_initial_delay,
                                reopen_max_delay=config.source.reopen_max_delay,
                                reopen_attempts=config.source.reopen_attempts)
-        try:
-            self.capture.start()
-        except BaseException:
-            self._detector.close()
-            raise
         if self.backend is not None:
             self.classifier = Classifier(self.backend, config.classifier.max_batch, config.classifier.batch_wait,
                                          config.classifier.queue_size, self.latencies)
             self.classifier.start()
+            if wait_for_model:
+                self.classifier.ready.wait()
+        try:
+            self.capture.start()
+        except BaseException:
+            self._detector.close()
+            if self.classifier is not None:
+                self.classifier.stop()
+            raise
         self.events.start()
         self._started_at = time.monotonic()
         self._thread = threading.Thread(target=self._perceive, name="facecue-perception", daemon=True)
@@ -169,10 +175,10 @@ class Pipeline:
         if self.backend is not None:
             self.backend.close()
 
-    def run(self, on_frame=None, max_seconds: float | None = None) -> None:
+    def run(self, on_frame=None, max_seconds: float | None = None, wait_for_model: bool = False) -> None:
         """Start, hand each FrameResult to `on_frame` (return False to stop) until the source ends,
         then stop. Raises the error that ended perception, if any."""
-        self.start()
+        self.start(wait_for_model)
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         try:
             while not (deadline is not None and time.monotonic() >= deadline):

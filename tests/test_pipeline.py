@@ -58,7 +58,7 @@ def test_fast_mode_run_with_a_real_model(tiny_model):
     pipeline.on(EventKind.ATTRIBUTES_READY, raising)
     pipeline.on("attribute_changed", events.append)
     pipeline.on("disappeared", events.append)
-    pipeline.start()
+    pipeline.start(wait_for_model=True)
     results = []
     while not pipeline.finished:
         result = pipeline.results(timeout=0.1)
@@ -69,8 +69,9 @@ def test_fast_mode_run_with_a_real_model(tiny_model):
     pipeline.close()
     assert pipeline.error is None
 
-    # lossless: every frame of the clip, in order
+    # lossless: every frame of the clip, in order, captured after the model's warm-up
     assert [r.frame.index for r in results] == list(range(41))
+    assert pipeline.classifier.warmed_at < results[0].frame.timestamp
     stats = pipeline.stats()
     assert stats.frames_processed == 41 and stats.frames_dropped == 0
 
