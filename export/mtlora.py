@@ -51,6 +51,13 @@ class MTLoRALinear(nn.Module):
         for a in [self.lora_shared_A, *self.lora_tasks_A.values()]:  # LoRA's usual start: A random, B zero
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))
 
+    @classmethod
+    def from_linear(cls, base: nn.Linear, rank: int, tasks) -> MTLoRALinear:
+        """Wrap a pretrained Linear (e.g. a timm block's), as the thesis builds its MTLoRA layers for training."""
+        layer = cls(base.in_features, base.out_features, rank, tasks)
+        layer.linear.load_state_dict(base.state_dict())
+        return layer
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The shared path: the frozen linear (its LoRA has scale 0, so it is left out)."""
         return self.linear(x)

@@ -241,3 +241,18 @@ def test_mtl_layer_wrapped_in_a_list_loads_the_same(trained, tmp_path):
     got = features(build_model(TINY_BACKBONE, weights=weights, adapters=wrapped))
     for task, value in features(model).items():
         assert torch.equal(got[task], value)
+
+
+def test_mtlora_linear_trains_only_its_low_rank_factors():
+    """For training/: wrapping a pretrained Linear keeps its output; only the LoRA factors take gradients."""
+    from export.mtlora import MTLoRALinear
+
+    base = torch.nn.Linear(6, 5)
+    layer = MTLoRALinear.from_linear(base, 2, ("Age", "Gender"))
+    x = torch.randn(3, 6)
+    assert torch.equal(layer(x), base(x)) and not layer.task_delta(x, "Age").abs().max()  # B starts at zero
+    with torch.no_grad():
+        layer.lora_tasks_B["Age"].normal_()
+    (layer(x) + layer.task_delta(x, "Age")).sum().backward()
+    assert layer.linear.weight.grad is None and layer.lora_tasks_A["Age"].grad.abs().max() > 0
+    assert layer.lora_tasks_A["Gender"].grad is None
