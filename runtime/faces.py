@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 
 from runtime.crop import crop_face, resize_chip
-from runtime.detector import FaceDetector
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,8 @@ def load_face_crops(images_dir: str | Path | None = None, crops_dir: str | Path 
 
 def _faces_from_images(folder: Path, size: int, margin: float, detector_model: str, min_confidence: float,
                        max_faces: int | None, crops: list, names: list) -> None:
+    from runtime.detector import FaceDetector  # MediaPipe only when photos need detecting, not for chips
+
     paths = _image_paths(folder)
     found_before, read = len(crops), 0
     with FaceDetector(detector_model, min_confidence=min_confidence, running_mode="image") as detector:
