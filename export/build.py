@@ -43,7 +43,8 @@ def read_heads(path: str | Path) -> tuple[dict[str, torch.Tensor], bool, dict | 
     return dict(checkpoint), random_weights, mtlora_sections
 
 
-def _pretrained_backbone(config: BackboneConfig) -> torch.nn.Module:
+def pretrained_backbone(config: BackboneConfig) -> torch.nn.Module:
+    """PE-Core with timm's published weights (hub or Hugging Face cache), or a CheckpointError saying what to pass."""
     if config.pretrained_name is None:
         raise CheckpointError(f"{config.name} has no published weights: pass --weights FILE")
     log.info("loading timm pretrained weights %s (needs the network or the Hugging Face cache)",
@@ -70,7 +71,7 @@ def build_model(backbone: str | BackboneConfig, weights: str | Path | None = Non
                                     str(heads_path))
 
     if weights is None:
-        net = _pretrained_backbone(config)
+        net = pretrained_backbone(config)
         weights_random = False
     else:
         net = create_backbone(config)

@@ -44,8 +44,9 @@ class MTLoRALinear(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, rank: int, tasks):
         super().__init__()
         self.linear = nn.Linear(in_dim, out_dim).requires_grad_(False)
-        self.lora_shared_A = nn.Parameter(torch.empty(rank, in_dim))
-        self.lora_shared_B = nn.Parameter(torch.zeros(out_dim, rank))
+        # stored for the checkpoint layout only: scale 0, so it never trains
+        self.lora_shared_A = nn.Parameter(torch.empty(rank, in_dim), requires_grad=False)
+        self.lora_shared_B = nn.Parameter(torch.zeros(out_dim, rank), requires_grad=False)
         self.lora_tasks_A = nn.ParameterDict({t: nn.Parameter(torch.empty(rank, in_dim)) for t in tasks})
         self.lora_tasks_B = nn.ParameterDict({t: nn.Parameter(torch.zeros(out_dim, rank)) for t in tasks})
         for a in [self.lora_shared_A, *self.lora_tasks_A.values()]:  # LoRA's usual start: A random, B zero
@@ -76,6 +77,21 @@ def _mlp(width: int, hidden: int, rank: int, tasks) -> nn.ModuleDict:
     return nn.ModuleDict({"c_fc": MTLoRALinear(width, hidden, rank, tasks), "c_proj": MTLoRALinear(hidden, width, rank, tasks)})
 
 
+def _split(fused: nn.Linear, parts: int) -> list[nn.Linear]:
+    """timm's fused q|k|v (or k|v) Linear as `parts` Linears, the thesis' separate projections."""
+    pieces = []
+    for weight, bias in zip(fused.weight.detach().chunk(parts), fused.bias.detach().chunk(parts)):
+        piece = nn.Linear(fused.in_features, weight.shape[0])
+        piece.load_state_dict({"weight": weight, "bias": bias})
+        pieces.append(piece)
+    return pieces
+
+
+def _mlp_from(mlp: nn.Module, rank: int, tasks) -> nn.ModuleDict:
+    return nn.ModuleDict({"c_fc": MTLoRALinear.from_linear(mlp.fc1, rank, tasks),
+                          "c_proj": MTLoRALinear.from_linear(mlp.fc2, rank, tasks)})
+
+
 class MTLoRABlock(nn.Module):
     """`mtl_layer`: PE's last pre-norm block with a shared path and one path per task (§5 "Final block per task").
 
@@ -91,6 +107,19 @@ class MTLoRABlock(nn.Module):
         self.out_proj = MTLoRALinear(width, width, rank, tasks)
         self.ln_2 = nn.LayerNorm(width, eps=1e-5)
         self.mlp = _mlp(width, int(width * mlp_ratio), rank, tasks)
+
+    @classmethod
+    def from_timm(cls, block: nn.Module, rank: int, tasks) -> MTLoRABlock:
+        """The training start: a pretrained timm Eva block's weights, frozen, plus fresh task LoRAs (B = 0)."""
+        width = block.attn.qkv.in_features
+        layer = cls(width, block.attn.num_heads, block.mlp.fc1.out_features / width, rank, tasks)
+        layer.attn = nn.ModuleDict({p: MTLoRALinear.from_linear(linear, rank, tasks)
+                                    for p, linear in zip("qkv", _split(block.attn.qkv, 3))})
+        layer.out_proj = MTLoRALinear.from_linear(block.attn.proj, rank, tasks)
+        layer.mlp = _mlp_from(block.mlp, rank, tasks)
+        layer.ln_1.load_state_dict(block.norm1.state_dict())
+        layer.ln_2.load_state_dict(block.norm2.state_dict())
+        return layer
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         b, n, d = q.shape
@@ -127,6 +156,21 @@ class MTLoRAAttentionPool(nn.Module):
             setattr(self, name, MTLoRALinear(width, width, rank, tasks))
         self.layernorm = nn.LayerNorm(width, eps=1e-5)
         self.mlp = _mlp(width, int(width * mlp_ratio), rank, tasks)
+
+    @classmethod
+    def from_timm(cls, pool: nn.Module, rank: int, tasks) -> MTLoRAAttentionPool:
+        """The training start: timm's AttentionPoolLatent (the inverse of `merged_pool`), task LoRAs fresh."""
+        width = pool.q.in_features
+        layer = cls(width, pool.num_heads, pool.mlp.fc1.out_features / width, rank, tasks)
+        with torch.no_grad():
+            for probe in layer.probe.values():
+                probe.copy_(pool.latent)
+        k, v = _split(pool.kv, 2)
+        for name, linear in (("q_proj", pool.q), ("k_proj", k), ("v_proj", v), ("out_proj", pool.proj)):
+            setattr(layer, name, MTLoRALinear.from_linear(linear, rank, tasks))
+        layer.mlp = _mlp_from(pool.mlp, rank, tasks)
+        layer.layernorm.load_state_dict(pool.norm.state_dict())
+        return layer
 
     def _linear(self, module: MTLoRALinear, x: torch.Tensor, task: str) -> torch.Tensor:
         return module(x) + module.task_delta(x, task)  # shared and task inputs are the same tensor here
