@@ -1,4 +1,5 @@
-"""training → `python -m export` unchanged → ONNX matches the training model; resume; MTLoRA isolation; evaluate."""
+"""training → `python -m export` unchanged → ONNX matches the training model (MTLoRA too); resume; MTLoRA
+isolation and start; evaluate with --onnx and --checkpoint."""
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ def trained_model(config):
     return model.eval()
 
 
-@pytest.mark.parametrize("recipe", ["loraplus", "partial"])
+@pytest.mark.parametrize("recipe", ["loraplus", "partial", "mtlora"])
 def test_saved_directory_exports_unchanged_and_matches(tmp_path, faces, recipe):
     from export.__main__ import main as export_main
     from training.__main__ import main as train_main
@@ -54,6 +55,10 @@ def test_saved_directory_exports_unchanged_and_matches(tmp_path, faces, recipe):
         assert any(v.abs().max() > 0 for v in b)
         assert all(k.startswith("base_model.model.transformer.resblocks.") or "attn_pool" in k
                    for k in load_file(out / "best" / "adapter_model.safetensors"))
+    if recipe == "mtlora":  # and so do the task LoRAs of the final block and the pools
+        custom = torch.load(out / "best" / "custom_layers.pt", weights_only=True)
+        for section in ("mtl_layer", "mtl_attn_pool"):
+            assert any(v.abs().max() > 0 for k, v in custom[section].items() if "lora_tasks_B" in k), section
 
     report_dir = tmp_path / "eval"
     assert evaluate_main(["--onnx", str(out / "model.onnx"), "--labels", str(faces["val"]), "--crops",
@@ -66,6 +71,30 @@ def test_saved_directory_exports_unchanged_and_matches(tmp_path, faces, recipe):
     gender = session.run(["gender"], {"images": crops})[0].argmax(1)
     assert report["tasks"]["gender"]["all"]["accuracy"] == pytest.approx(np.mean(gender == val.table.labels[:, 1]))
     assert (report_dir / "confusion_gender_all.png").stat().st_size > 1000
+    # --checkpoint builds the PyTorch model from best/ as export does: the same predictions as the ONNX model
+    assert evaluate_main(["--checkpoint", str(out / "best"), "--labels", str(faces["val"]), "--crops",
+                          str(faces["root"]), "--out", str(tmp_path / "eval_torch")]) == 0
+    assert json.loads((tmp_path / "eval_torch" / "report.json").read_text())["tasks"] == report["tasks"]
+
+
+def test_untrained_mtlora_model_is_the_pretrained_tower(faces):
+    """Task LoRAs start at B = 0 and DoRA at identity: every task's feature is the timm pool's output."""
+    from export.model import create_backbone
+    from export.weights import load_backbone_weights
+    from training.model import build_training_model
+
+    config = tiny_config(faces, faces["root"] / "unused", "mtlora")
+    model = build_training_model(config, load_backbone_config(TINY)).eval()
+    reference = create_backbone(load_backbone_config(TINY))
+    load_backbone_weights(reference, faces["weights"])
+    images = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        pixels = model.preprocess(images)
+        want = reference.forward_head(reference.forward_features(pixels), pre_logits=True)
+        got = model.backbone(pixels)
+    assert list(got) == config.data.tasks
+    for feature in got.values():
+        torch.testing.assert_close(feature, want, atol=1e-5, rtol=1e-5)
 
 
 def test_resume_continues_from_last_epoch(tmp_path, faces):
@@ -84,6 +113,7 @@ def test_resume_continues_from_last_epoch(tmp_path, faces):
 
 def test_mtlora_task_branches_get_gradients_only_from_their_task(tmp_path, faces):
     from training.model import build_training_model
+    from training.mtlora import custom_layers
 
     config = tiny_config(faces, tmp_path, "mtlora")
     model = build_training_model(config, load_backbone_config(TINY)).train()
@@ -102,6 +132,6 @@ def test_mtlora_task_branches_get_gradients_only_from_their_task(tmp_path, faces
     shared = [p.grad for n, p in model.named_parameters() if "lora_B" in n and "blocks.0" in n]  # shared DoRA
     assert shared and all(g is not None and g.abs().sum() > 0 for g in shared)
     assert all(p.grad is None for n, p in model.named_parameters() if ".linear." in n)  # frozen copies
-    layers = model.custom_layers()
+    layers = custom_layers(model)
     assert len(layers["mtl_layer"]) == 64 and len(layers["mtl_attn_pool"]) == 65
     assert "attn.q.lora_tasks_A.Age" in layers["mtl_layer"] and "probe.Emotion" in layers["mtl_attn_pool"]

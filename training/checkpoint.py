@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from export.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CUSTOM_LAYERS
 from export.names import timm_to_meta_module
+from training.mtlora import custom_layers, is_mtlora
 
 BACKBONE_WEIGHTS = "backbone.safetensors"
 TRAINING_JSON = "training.json"
@@ -59,7 +60,8 @@ def _cpu(state: dict) -> dict:
 
 def write_files(directory: Path, model, summary: dict) -> None:
     """The files of one checkpoint into an existing, empty `directory`."""
-    backbone = model.backbone
+    mtlora = is_mtlora(model)
+    backbone = model.backbone.trunk if mtlora else model.backbone  # MTLoRA: the shared DoRA is on the trunk
     if isinstance(backbone, PeftModel):
         save_file(meta_adapter_state(backbone), str(directory / ADAPTER_WEIGHTS))
         (directory / ADAPTER_CONFIG).write_text(json.dumps(adapter_config(backbone), indent=2))
@@ -67,8 +69,8 @@ def write_files(directory: Path, model, summary: dict) -> None:
     else:
         base = backbone
     custom = {"prediction_layers": _cpu(model.heads.state_dict())}
-    if hasattr(model, "custom_layers"):  # MTLoRA: mtl_layer, mtl_attn_pool
-        custom |= {k: _cpu(v) for k, v in model.custom_layers().items()}
+    if mtlora:
+        custom |= {k: _cpu(v) for k, v in custom_layers(model).items()}
     torch.save(custom, directory / CUSTOM_LAYERS)
     if summary.get("writes_backbone"):
         # a PEFT-wrapped Linear keeps its frozen weight as `<module>.base_layer.weight`

@@ -4,7 +4,7 @@
 - partial: the last N blocks + the attention pool train fully, the rest is frozen;
 - lora / dora / loraplus: PEFT LoRA or DoRA on every Linear the thesis adapts (export/names.py), in timm
   naming; the checkpoint writer renames them to Meta's names.
-- mtlora: see training/mtlora.py.
+- mtlora: export/mtlora.py's modules, assembled in training/mtlora.py.
 
 Difference from the thesis because of timm (reference §5 caveat): timm's attention pool calls its
 `proj` Linear, so an adapter there trains; the thesis' nn.MultiheadAttention read `out_proj.weight`
@@ -19,7 +19,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from export.build import _pretrained_backbone
+from export.build import pretrained_backbone
 from export.config import BackboneConfig
 from export.heads import make_heads
 from export.model import FaceAttributeModel, create_backbone
@@ -36,7 +36,7 @@ def base_backbone(config: BackboneConfig, weights: str | None) -> nn.Module:
         log.warning("backbone has RANDOM weights: for throughput and plumbing only")
         return create_backbone(config)
     if weights is None:
-        return _pretrained_backbone(config)
+        return pretrained_backbone(config)
     backbone = create_backbone(config)
     load_backbone_weights(backbone, weights)
     return backbone
@@ -78,7 +78,7 @@ def build_training_model(config: TrainConfig, backbone_config: BackboneConfig) -
     recipe = config.recipe
     if recipe == "mtlora":
         from training.mtlora import build_mtlora_model
-        return build_mtlora_model(config, backbone_config, backbone)
+        return build_mtlora_model(config, backbone_config, backbone, random_weights=config.model.weights == "random")
     hidden = backbone_config.head_hidden if config.model.deep_head else None
     heads = make_heads(backbone_config.proj_dim, config.data.tasks, hidden, batch_norm=recipe != "linear_probe")
     adapter = "none"

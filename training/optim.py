@@ -2,12 +2,13 @@
 
 | group    | names                                                        | learning rate        |
 |----------|--------------------------------------------------------------|----------------------|
-| head     | `attn_pool` (incl. its adapters), `heads`, `log_vars`        | lr                   |
+| head     | `attn_pool`/`pools` (incl. adapters), `heads`, `log_vars`    | lr                   |
 | lora_B   | `lora_B`, `lora_tasks_B`, `lora_shared_B` outside the pool   | lr · ratio · λ       |
 | backbone | everything else trainable (lora_A, DoRA m, unfrozen blocks)  | lr · ratio           |
 
 λ = 1 is plain LoRA/DoRA; the thesis trained with λ = 6 (LoRA+). The thesis' head group matched
-`prediction_layers`; our heads live in `heads` (MTLoRA pools in `mtl_attn_pool`, matched by `attn_pool`).
+`prediction_layers`; our heads live in `heads`; MTLoRA's task pools (the thesis'
+`mtl_attn_pool`) are export's `MTLoRATower.pools`.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from torch import nn
 from training.config import OptimConfig
 
 B_MARKERS = ("lora_B", "lora_tasks_B", "lora_shared_B")
-HEAD_MARKERS = ("attn_pool", "heads.", "log_vars")
+HEAD_MARKERS = ("attn_pool", "backbone.pools.", "heads.", "log_vars")
 
 
 def group_of(name: str) -> str:
