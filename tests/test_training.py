@@ -192,6 +192,15 @@ def test_lora_plus_and_backbone_ratio_groups(tmp_path, faces):
     assert lr_of["backbone.attn_pool.q.weight"] == pytest.approx(1e-3)
     assert "backbone.blocks.0.attn.qkv.weight" not in lr_of  # frozen
 
+    config = tiny_config(faces, tmp_path, "mtlora", "optim.lr=1e-3")  # λ = 6; the task pools train with the heads
+    model = build_training_model(config, load_backbone_config(TINY))
+    lr_of = {n: g["lr"] for g in make_optimizer(list(model.named_parameters()), config.optim).param_groups
+             for n, p in model.named_parameters() if any(p is q for q in g["params"])}
+    assert lr_of["backbone.block.mlp.c_fc.lora_tasks_B.Age"] == pytest.approx(1e-3 * 0.1 * 6)
+    assert lr_of["backbone.block.attn.q.lora_tasks_A.Age"] == pytest.approx(1e-4)
+    assert lr_of["backbone.pools.q_proj.lora_tasks_B.Age"] == lr_of["backbone.pools.probe.Age"] == pytest.approx(1e-3)
+    assert not any("lora_shared" in n or ".linear." in n for n in lr_of)  # scale 0 / frozen: not optimised
+
 
 # --- training ---------------------------------------------------------------------------------------------
 def test_loss_decreases_and_uncertainty_weights_move(tmp_path, faces):
