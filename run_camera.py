@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         if jsonl is not None:
             jsonl.write_stats(stats.to_dict())
             jsonl.close()
-        print(stats.format())
+        if stats.frames_read:
+            print(stats.format())
     return status
 
 
