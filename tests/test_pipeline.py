@@ -181,3 +181,14 @@ def test_policy_selection_order_quality_gate_and_capacity():
     assert overdue(track(4, 5.0), now=10.0, interval=1.0, max_quality_wait=4.0)
     assert not overdue(track(4, 5.0), now=9.9, interval=1.0, max_quality_wait=4.0)
     assert not overdue(track(4), now=10.0, interval=1.0, max_quality_wait=4.0)
+
+
+def test_a_live_source_that_ends_is_reopened_and_frames_keep_flowing():
+    # source.loop makes the file a live source: its end is a failure that the capture reopens
+    config = load_config(None, [f"source.uri={CLIP}", "source.mode=fast", "source.loop=true",
+                                "source.reopen_initial_delay=0.0"])
+    pipeline = Pipeline(config)
+    indices = []
+    pipeline.run(lambda result: indices.append(result.frame.index) or len(indices) < 100)
+    stats = pipeline.stats()
+    assert indices == list(range(100)) and stats.source_reopens >= 2 and pipeline.error is None
