@@ -71,6 +71,7 @@ def test_shutdown_delivers_within_the_timeout_and_counts_the_rest():
     started = time.monotonic()
     bus.close(timeout=0.5)
     assert time.monotonic() - started < 1.5
+    time.sleep(0.4)  # close() does not wait past its timeout for the callback in progress; it still completes
     assert 1 <= bus.delivered < 10 and bus.delivered + bus.dropped == 10
 
 
