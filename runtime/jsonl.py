@@ -78,7 +78,7 @@ class JsonlWriter:
         self.random_weights = random_weights  # then every record carries the warning
         self.temporary = self.path.with_name(f".{self.path.name}.partial")
         self._lock = threading.Lock()
-        self._file = open(self.temporary, "w", encoding="utf-8")
+        self._file = open(self.temporary, "w", encoding="utf-8", buffering=1)  # line-buffered: a crash loses no line
 
     def write(self, record: dict[str, Any]) -> None:
         if self.random_weights:

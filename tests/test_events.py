@@ -82,4 +82,4 @@ def test_latency_is_measured_from_the_frame_timestamp():
     bus.emit(FaceEvent(EventKind.APPEARED, 1, time.monotonic() - 0.2, (0, 0, 1, 1), Attributes()))
     bus.close(timeout=2.0)
     summary = bus.latencies.summary("end_to_end")
-    assert summary.count == 1 and 200.0 <= summary.p50_ms < 1000.0
+    assert summary.count == 1 and 200.0 <= summary.p50_ms < 5000.0
