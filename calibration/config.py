@@ -1,17 +1,15 @@
 """Calibration settings as data: dataclasses with defaults, filled from `configs/calibration.yaml`.
 
-Unknown keys and wrong types are errors naming the key. The YAML file documents what each choice
+Unknown keys and wrong types are errors naming the key (runtime/configfile.py). The YAML file documents what each choice
 does and what was measured; the defaults here equal the file's values.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from calibration.errors import CalibrationError
+from runtime import configfile
 
 CALIBRATORS = ("entropy", "percentile", "minmax")
 
@@ -53,41 +51,10 @@ class CalibrationConfig:
 
 def load_config(path: str | Path | None) -> CalibrationConfig:
     """The defaults, overridden by the YAML file at `path` (None: defaults only)."""
-    if path is None:
-        return CalibrationConfig()
-    path = Path(path)
-    if not path.is_file():
-        raise CalibrationError(f"calibration config {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise CalibrationError(f"{path} is not valid YAML ({error})") from None
-    if not isinstance(raw, dict):
-        raise CalibrationError(f"{path}: expected a mapping with sections int8, temperature")
-    unknown = set(raw) - {"int8", "temperature"}
-    if unknown:
-        raise CalibrationError(f"{path}: unknown section(s) {sorted(unknown)} (known: int8, temperature)")
-    config = CalibrationConfig(int8=_section(Int8Config, raw.get("int8"), f"{path}: int8"),
-                               temperature=_section(TemperatureConfig, raw.get("temperature"), f"{path}: temperature"))
+    return configfile.load(CalibrationConfig, path, error=CalibrationError, what="calibration config",
+                           validate=_check)
+
+
+def _check(config: CalibrationConfig, origin: str) -> None:
     if config.int8.calibrator not in CALIBRATORS:
-        raise CalibrationError(f"{path}: int8.calibrator {config.int8.calibrator!r} is not one of {CALIBRATORS}")
-    return config
-
-
-def _section(cls, values, where: str):
-    if values is None:
-        return cls()
-    if not isinstance(values, dict):
-        raise CalibrationError(f"{where}: expected a mapping, got {type(values).__name__}")
-    defaults = cls()
-    fields = {f.name for f in dataclasses.fields(cls)}
-    for key, value in values.items():
-        if key not in fields:
-            raise CalibrationError(f"{where}.{key}: unknown key (known: {sorted(fields)})")
-        expected = type(getattr(defaults, key))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise CalibrationError(f"{where}.{key}: expected {expected.__name__}, got {value!r}")
-    return dataclasses.replace(defaults, **{k: (float(v) if isinstance(getattr(defaults, k), float) else v)
-                                            for k, v in values.items()})
+        raise CalibrationError(f"{origin}: int8.calibrator {config.int8.calibrator!r} is not one of {CALIBRATORS}")

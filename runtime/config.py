@@ -3,18 +3,16 @@
 Every key has a default, so an empty file is a valid configuration. Unknown keys and values of the
 wrong type are errors that name the key (`classifier.max_batch: expected int, got 'x'`). Command-line
 overrides (`--set section.key=value`) are parsed as YAML scalars, so `--set classifier.model=null`
-and `--set policy.interval=0.5` mean what they say.
+and `--set policy.interval=0.5` mean what they say. The loading itself is runtime/configfile.py.
 """
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from runtime import configfile
 
 DEFAULT_AGE_CENTROIDS = [1.5, 6.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 77.0]
 
@@ -120,45 +118,7 @@ class Config:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML profile (or the defaults when `path` is None) and apply `section.key=value` overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        data = _read_yaml(Path(path))
-    config = config_from_dict(data, origin=str(path) if path else "defaults")
-    for override in overrides or []:
-        config = apply_override(config, override)
-    return config
-
-
-def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: expected a mapping of sections, got {type(data).__name__}")
-    sections = typing.get_type_hints(Config)
-    unknown = [key for key in data if key not in sections]
-    if unknown:
-        raise ConfigError(f"{origin}: unknown section {unknown[0]!r} (known: {', '.join(sections)})")
-    built = {}
-    for name, section_class in sections.items():
-        built[name] = _build_section(section_class, data.get(name) or {}, name, origin)
-    config = Config(**built)
-    validate(config, origin)
-    return config
-
-
-def apply_override(config: Config, override: str) -> Config:
-    """`section.key=value` with a YAML scalar value; returns a new Config."""
-    key, sep, text = override.partition("=")
-    if not sep or key.count(".") != 1:
-        raise ConfigError(f"--set {override!r}: expected section.key=value")
-    section, name = key.strip().split(".")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--set {key}: value {text!r} is not a YAML scalar ({error})") from None
-    data = to_dict(config)
-    if section not in data:
-        raise ConfigError(f"--set {key}: unknown section {section!r} (known: {', '.join(data)})")
-    data[section][name] = value
-    return config_from_dict(data, origin="--set")
+    return configfile.load(Config, path, overrides or [], error=ConfigError, validate=validate)
 
 
 def to_dict(config: Config) -> dict[str, Any]:
@@ -191,58 +151,3 @@ def validate(config: Config, origin: str) -> None:
         if not ok:
             raise ConfigError(f"{origin}: {key} {message}")
 
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from None
-    return data or {}
-
-
-def _build_section(cls: type, data: Any, section: str, origin: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: section {section!r} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    unknown = [key for key in data if key not in hints]
-    if unknown:
-        raise ConfigError(f"{origin}: unknown key {section}.{unknown[0]} (known: {', '.join(hints)})")
-    values = {key: _check_type(value, hints[key], f"{section}.{key}", origin) for key, value in data.items()}
-    return cls(**values)
-
-
-def _check_type(value: Any, hint: Any, key: str, origin: str) -> Any:
-    """Return `value` (ints widened to float where a float is expected) or raise naming the key."""
-    origin_type = typing.get_origin(hint)
-    if origin_type in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        (inner,) = [option for option in options if option is not type(None)]
-        return _check_type(value, inner, key, origin)
-    if origin_type is list:
-        if not isinstance(value, list):
-            raise _type_error(key, "list", value, origin)
-        (item,) = typing.get_args(hint)
-        return [_check_type(v, item, f"{key}[{i}]", origin) for i, v in enumerate(value)]
-    if origin_type is dict:
-        if not isinstance(value, dict):
-            raise _type_error(key, "mapping", value, origin)
-        return dict(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _type_error(key, "float", value, origin)
-        return float(value)
-    if hint is int and isinstance(value, bool):
-        raise _type_error(key, "int", value, origin)
-    if hint is str and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # `--set source.uri=0` is the webcam "0"
-    if not isinstance(value, hint):
-        raise _type_error(key, hint.__name__, value, origin)
-    return value
-
-
-def _type_error(key: str, expected: str, value: Any, origin: str) -> ConfigError:
-    return ConfigError(f"{origin}: {key}: expected {expected}, got {value!r}")

@@ -73,7 +73,7 @@ def test_fast_run_with_model_writes_jsonl_and_recording(tiny_model, tmp_path):
 
 @pytest.mark.parametrize("make_args, message", [
     (lambda d: ["--set", "classifier.max_batch=x"], "classifier.max_batch: expected int, got 'x'"),
-    (lambda d: ["--config", str(d / "bad.yaml")], "unknown key detector.min_confidance"),
+    (lambda d: ["--config", str(d / "bad.yaml")], "detector.min_confidance: unknown key"),
     (lambda d: ["--model", str(d / "missing.onnx")], "model file not found"),
     (lambda d: ["--model", str(d / "plain.onnx")], "has no 'facecue' metadata"),
     (lambda d: ["--source", str(d / "missing.mp4")], "missing.mp4' does not exist"),

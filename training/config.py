@@ -1,7 +1,8 @@
 """Training recipes are data: `configs/train/<recipe>.yaml` → one small `TrainConfig` of nested dataclasses.
 
 Defaults are the thesis' (reference §8); a recipe file states only what differs. `--set section.key=value`
-overrides single keys (parsed as YAML). Unknown keys and wrong types are errors that name the key.
+overrides single keys (parsed as YAML). Unknown keys and wrong types are errors that name the key
+(the loading is runtime/configfile.py, shared with the pipeline and calibration configs).
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from runtime import configfile
 
 RECIPES = ("linear_probe", "partial", "lora", "dora", "loraplus", "mtlora")
 
@@ -113,105 +114,26 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _build(cls, data, where: str):
-    """A dataclass from a mapping, checking every key and (simply) every type."""
-    if dataclasses.is_dataclass(cls):
-        if not isinstance(data, dict):
-            raise TrainConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise TrainConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-        hints = _hints(cls)
-        values = {name: _build(hints[name], value, f"{where}.{name}" if where else name) for name, value in data.items()}
-        try:
-            return cls(**values)
-        except TypeError as error:
-            raise TrainConfigError(f"{where or 'config'}: {error}") from None
-    return _check_value(cls, data, where)
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """The thesis defaults, then the recipe file at `path`, then `section.key=value` overrides."""
+    return configfile.load(TrainConfig, path, overrides, error=TrainConfigError, what="training config",
+                           validate=check_config)
 
 
-def _hints(cls) -> dict:
-    import typing
-    return typing.get_type_hints(cls)
-
-
-def _check_value(hint, value, where: str):
-    import typing
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, __import__("types").UnionType):
-        if value is None and type(None) in args:
-            return None
-        return _check_value(next(a for a in args if a is not type(None)), value, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise TrainConfigError(f"{where}: expected a list, got {value!r}")
-        return [_build(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise TrainConfigError(f"{where}: expected {len(args)} values, got {value!r}")
-        return tuple(_check_value(a, v, where) for a, v in zip(args, value))
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
-        raise TrainConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
-    return value
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    """["optim.lr=3e-4", "run.epochs=2"] → nested dict; values parsed as YAML."""
-    nested: dict = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise TrainConfigError(f"--set {pair!r}: expected key=value, e.g. optim.lr=3e-4")
-        node = nested
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
-    return nested
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    merged = dict(base)
-    for key, value in extra.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
-
-
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise TrainConfigError(f"training config not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise TrainConfigError(f"{path}: not valid YAML ({error})") from None
-    config = _build(TrainConfig, _merge(data, parse_overrides(list(overrides))), "")
-    check_config(config)
-    return config
-
-
-def check_config(config: TrainConfig) -> None:
+def check_config(config: TrainConfig, origin: str = "config") -> None:
+    """Value checks that types alone do not catch."""
     from export.heads import THESIS_TASKS
 
     if config.recipe not in RECIPES:
-        raise TrainConfigError(f"recipe: {config.recipe!r} is not one of {RECIPES}")
+        raise TrainConfigError(f"{origin}: recipe: {config.recipe!r} is not one of {RECIPES}")
     if config.adapter.kind not in ("none", "lora", "dora", "mtlora"):
-        raise TrainConfigError(f"adapter.kind: {config.adapter.kind!r} is not none, lora, dora or mtlora")
+        raise TrainConfigError(f"{origin}: adapter.kind: {config.adapter.kind!r} is not none, lora, dora or mtlora")
     bad = [t for t in config.data.tasks if t not in THESIS_TASKS]
     if bad or not config.data.tasks:
-        raise TrainConfigError(f"data.tasks: {config.data.tasks} must be a non-empty subset of {list(THESIS_TASKS)}")
+        raise TrainConfigError(f"{origin}: data.tasks: {config.data.tasks} must be a non-empty subset of "
+                               f"{list(THESIS_TASKS)}")
     for source in config.data.train + config.data.val:
         if source.kind not in ("crops", "images"):
-            raise TrainConfigError(f"data source {source.csv}: kind {source.kind!r} is not 'crops' or 'images'")
+            raise TrainConfigError(f"{origin}: data source {source.csv}: kind {source.kind!r} is not 'crops' or 'images'")
     if config.run.precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise TrainConfigError(f"run.precision: {config.run.precision!r} is not auto, fp32, fp16 or bf16")
+        raise TrainConfigError(f"{origin}: run.precision: {config.run.precision!r} is not auto, fp32, fp16 or bf16")
