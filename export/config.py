@@ -1,10 +1,10 @@
 """Backbone configurations: data in `configs/models/<name>.yaml`, one small dataclass in code."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from runtime import configfile
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "models"
 
@@ -48,19 +48,10 @@ def load_backbone_config(name_or_path: str | Path) -> BackboneConfig:
         path = CONFIG_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown backbone {str(name_or_path)!r}; known: {', '.join(available_backbones())}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings")
-    data.setdefault("name", path.stem)
-    known = {f.name for f in fields(BackboneConfig)}
-    unknown = sorted(set(data) - known)
-    missing = sorted(known - set(data))
-    if unknown or missing:
-        raise ConfigError(f"{path}: unknown keys {unknown}, missing keys {missing}")
-    config = BackboneConfig(**data)
+    data = configfile.read_yaml(path, ConfigError)
+    if isinstance(data, dict):
+        data.setdefault("name", path.stem)
+    config = configfile.from_dict(BackboneConfig, data, str(path), ConfigError)  # every key, checked by type
     head_dim = config.width // config.heads
     if config.width % config.heads or head_dim % 4 or config.image_size % config.patch_size:
         raise ConfigError(
