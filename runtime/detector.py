@@ -11,8 +11,12 @@ millisecond clock (also across a capture reopen, where frame timestamps may repe
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import tempfile
 import time
+import types
 from pathlib import Path
 
 import mediapipe as mp
@@ -63,10 +67,14 @@ class FaceDetector:
             running_mode=RUNNING_MODES[running_mode],
             min_detection_confidence=min_confidence,
         )
-        try:
-            self._detector = vision.FaceDetector.create_from_options(options)
-        except (RuntimeError, ValueError) as error:
-            raise ValueError(f"cannot load face detector model {self.model_path}: {error}") from error
+        failure = None
+        with _native_stderr_captured() as native:
+            try:
+                self._detector = vision.FaceDetector.create_from_options(options)
+            except (RuntimeError, ValueError) as error:
+                failure = error
+        if failure is not None:
+            raise ValueError(f"cannot load face detector model {self.model_path}: {failure}\n{native.text}") from failure
         self._last_ms = -1
 
     def detect(self, image_rgb: np.ndarray, timestamp: float | None = None) -> list[Detection]:
@@ -97,6 +105,30 @@ class FaceDetector:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _native_stderr_captured():
+    """Hold back what MediaPipe's C++ side writes to stderr while a model loads.
+
+    The full-range model makes LiteRT print ~46 identical "Sparsity tensors may not yet be fully supported"
+    lines at every load, which buries the pipeline's own messages. The text is kept: the caller puts it into
+    the error if loading fails, and it goes to the debug log otherwise. Only the few milliseconds of the load
+    are affected.
+    """
+    captured = types.SimpleNamespace(text="")  # filled when the block ends
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            captured.text = held.read().decode("utf-8", "replace")
+            if captured.text:
+                log.debug("MediaPipe while loading the detector model:\n%s", captured.text)
 
 
 def _to_detection(found, width: int, height: int) -> Detection:
