@@ -16,14 +16,9 @@ from pathlib import Path
 
 from calibration.config import CALIBRATORS, load_config
 from calibration.errors import CalibrationError
+from runtime.faces import add_face_arguments
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "calibration.yaml"
-
-
-def add_faces(parser: argparse.ArgumentParser, what: str) -> None:
-    faces = parser.add_mutually_exclusive_group(required=True)
-    faces.add_argument("--images", help=f"{what} photos or frames: faces found by the runtime's detector and crop")
-    faces.add_argument("--crops", help=f"{what} face chips already cut, resized with the runtime's resize_chip")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,14 +29,14 @@ def parser() -> argparse.ArgumentParser:
     commands = main.add_subparsers(dest="command", required=True)
     int8 = commands.add_parser("int8", help="INT8 QDQ model + ORT TensorRT calibration table + report")
     int8.add_argument("--model", required=True, help="the FP32 facecue model from `python -m export`")
-    add_faces(int8, "")
+    add_face_arguments(int8)
     int8.add_argument("--out", help="the INT8 model (default: <model>.int8.onnx)")
     int8.add_argument("--calibrator", choices=CALIBRATORS, help="overrides int8.calibrator")
     int8.add_argument("--calibration-crops", type=int, help="overrides int8.calibration_crops")
     temperature = commands.add_parser("temperature", help="fit one temperature per task on labelled faces")
     temperature.add_argument("--model", required=True, help="a facecue model (FP32 or INT8)")
     temperature.add_argument("--labels", required=True, help="thesis CSV (Path,Gender,Age,…) or path,task,label CSV")
-    add_faces(temperature, "the root of the labelled")
+    add_face_arguments(temperature, what="the root of the labelled ")
     where = temperature.add_mutually_exclusive_group()
     where.add_argument("--out", help="the calibrated model (default: <model>.calibrated.onnx)")
     where.add_argument("--in-place", action="store_true", help="rewrite the model's metadata in place")

@@ -290,13 +290,12 @@ def format_parity(parity: list[TaskParity]) -> str:
 
 def main(argv=None) -> int:
     from export.cli import setup_logging
+    from runtime.faces import add_face_arguments
 
     parser = argparse.ArgumentParser(prog="python -m export.fp16", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="an FP32 facecue ONNX model")
     parser.add_argument("--out", help="default: <model>.fp16.onnx beside the input")
-    faces = parser.add_mutually_exclusive_group()
-    faces.add_argument("--images", help="photos or frames: faces are detected and cropped as in the runtime")
-    faces.add_argument("--crops", help="face chips, resized to the model's input")
+    add_face_arguments(parser, required=False)
     parser.add_argument("--samples", type=int, default=16, help="random images when no faces are given")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
     parser.add_argument("--json", help="write the parity table as JSON here")

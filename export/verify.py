@@ -21,6 +21,7 @@ import torch
 from export.build import build_model
 from export.cli import add_model_inputs, run_main, setup_logging
 from export.errors import CheckpointError
+from runtime.faces import add_face_arguments
 from runtime.metadata import read_model_info
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="the exported ONNX model")
     add_model_inputs(parser)
-    faces = parser.add_mutually_exclusive_group(required=True)
-    faces.add_argument("--images", help="photos or frames: faces found by the runtime's detector and crop")
-    faces.add_argument("--crops", help="face chips already cut, resized with the runtime's resize_chip")
+    add_face_arguments(parser, required=True)
     parser.add_argument("--random", type=int, default=8, help="random images added to the faces (default 8)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
     parser.add_argument("--json", help="also write the results here")

@@ -6,6 +6,7 @@ Files are read in sorted name order, so runs are repeatable.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 from dataclasses import dataclass
 from collections.abc import Iterator
@@ -19,6 +20,15 @@ from runtime.crop import crop_face, resize_chip
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def add_face_arguments(parser: argparse.ArgumentParser, *, required: bool = True, what: str = "") -> None:
+    """The `--images DIR | --crops DIR` pair: one definition, so the flags mean the same in every command."""
+    faces = parser.add_mutually_exclusive_group(required=required)
+    faces.add_argument("--images", metavar="DIR", help=f"{what}photos or video frames: faces are found by the "
+                                                        "runtime's detector and cut with its crop function")
+    faces.add_argument("--crops", metavar="DIR", help=f"{what}face chips already cut: each is resized with the "
+                                                       "runtime's resize_chip")
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from export.heads import THESIS_TASKS
+from runtime.faces import add_face_arguments
 from runtime.metadata import THESIS_LABELS
 from training.config import DataSource
 from training.data import MISSING, DataError, load_source
@@ -141,9 +142,7 @@ def main(argv=None) -> int:
     model_group.add_argument("--onnx", help="an exported facecue ONNX model (ONNX Runtime, CPU)")
     model_group.add_argument("--checkpoint", help="a training output directory (<run.out>/best)")
     parser.add_argument("--labels", action="append", required=True, help="thesis-layout CSV (repeatable)")
-    faces = parser.add_mutually_exclusive_group(required=True)
-    faces.add_argument("--images", help="root of photos: faces found by the runtime's detector and crop")
-    faces.add_argument("--crops", help="root of face chips, used as they are")
+    add_face_arguments(parser, what="the root of the labelled ")
     parser.add_argument("--backbone", help="--checkpoint only: override the backbone in training.json")
     parser.add_argument("--weights", help="--checkpoint only: override the base weights in training.json")
     parser.add_argument("--out", default="eval", help="folder for report.json and confusion PNGs (default eval/)")
