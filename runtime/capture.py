@@ -5,6 +5,11 @@ Two modes (design.md, "Threads and queues"):
   dropped, so latency stays bounded. Files are paced at their frame rate (`pace_files`) to behave like a camera.
 - "fast": lossless; the capture thread waits until its frame is taken; files are read as fast as consumed.
 
+Each frame carries two clocks: `timestamp`, the monotonic time it was captured (latency is measured
+from it), and `media_time`, the stream's own clock — a file's frame position divided by its frame rate
+(continuing across loops), a live source's capture time — so that a file scored in fast mode gives the
+same tracks on a fast and a slow machine.
+
 End of file ends the run cleanly (`finished`). A live source (camera, stream, pipeline, or a file opened
 with `live=True`, which loops it like a camera) that fails is reopened with exponential backoff.
 OpenCV's VideoCapture does the decoding; this module only adds the thread, the mailbox and the reopening.
@@ -102,6 +107,7 @@ class Capture:
         self._thread: threading.Thread | None = None
         self._video: cv2.VideoCapture | None = None
         self._next_index = 0
+        self._loop_offset = 0.0  # a looped file's media time at the start of the current pass
 
     def start(self) -> None:
         if self._thread is not None:
@@ -172,17 +178,33 @@ class Capture:
     def _read_until_failure(self) -> None:
         """Read frames until the source fails or ends (or stop); hand each to the consumer."""
         fps = self._video.get(cv2.CAP_PROP_FPS)
-        period = 1.0 / fps if self.pace and fps and fps > 0 else 0.0
+        fps = fps if fps and fps > 0 else 0.0
+        period = 1.0 / fps if self.pace and fps else 0.0
         next_due = time.monotonic()
+        position, media_time = 0, self._loop_offset
         while not self._stopping.is_set():
             ok, image = self._video.read()
             if not ok or image is None:
-                return
+                break
             if period:
                 next_due += period
                 self._stopping.wait(max(0.0, next_due - time.monotonic()))
-            self._deliver(Frame(image=image, index=self._next_index, timestamp=time.monotonic(), source=self.name))
+            captured = time.monotonic()
+            media_time = self._media_time(position, fps, captured)
+            self._deliver(Frame(image=image, index=self._next_index, timestamp=captured, source=self.name,
+                                media_time=media_time))
             self._next_index += 1
+            position += 1
+        # a looped file's next pass continues the clock one frame after this pass's last frame
+        self._loop_offset = media_time + (1.0 / fps if fps else 1e-3)
+
+    def _media_time(self, position: int, fps: float, captured: float) -> float:
+        """The stream's clock for the frame at `position` in this pass (see the module docstring)."""
+        if self.kind != "file":
+            return captured
+        if fps:
+            return self._loop_offset + position / fps
+        return self._loop_offset + self._video.get(cv2.CAP_PROP_POS_MSEC) / 1000.0  # no frame rate: the file's own
 
     def _deliver(self, frame: Frame) -> None:
         with self._changed:

@@ -27,6 +27,7 @@ class CropRequest:
     crop: np.ndarray  # uint8 S×S×3 RGB at the model's input size
     quality: float  # in [0, 1]; weights this reading in the smoothing
     timestamp: float  # capture time of the frame the crop was cut from
+    media_time: float | None = None  # that frame's stream time (Frame.stream_time); None → timestamp
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class ClassificationResult:
     logits: dict[str, np.ndarray]  # task → float32 [C]
     quality: float
     timestamp: float  # capture time of the crop's frame
+    media_time: float  # stream time of the crop's frame; smoothing runs on it
     batch_size: int
     infer_seconds: float  # time of the batch's inference
 
@@ -174,6 +176,7 @@ class Classifier:
                 logits={task: values[i] for task, values in logits.items()},
                 quality=request.quality,
                 timestamp=request.timestamp,
+                media_time=request.timestamp if request.media_time is None else request.media_time,
                 batch_size=len(batch),
                 infer_seconds=seconds,
             )

@@ -78,7 +78,7 @@ class FaceDetector:
         self._last_ms = -1
 
     def detect(self, image_rgb: np.ndarray, timestamp: float | None = None) -> list[Detection]:
-        """Faces in an H×W×3 uint8 RGB image; `timestamp` (seconds, monotonic) is used in VIDEO mode."""
+        """Faces in an H×W×3 uint8 RGB image; `timestamp` (seconds, the stream's clock) is used in VIDEO mode."""
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"detect expects an H×W×3 uint8 RGB image, got {image_rgb.shape} {image_rgb.dtype}")
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image_rgb))

@@ -3,8 +3,11 @@
 Records (`type` says which):
 - `run`: first line; source, model, whether it has random weights, and the clock pair
   (`monotonic`, `unix`) that maps the monotonic timestamps of the other records to wall time;
-- `event`: every FaceEvent (`event`, `track_id`, `timestamp`, `box`, `attributes`, `changes`);
-- `frame`: per processed frame its `index`, `timestamp` and `tracks` (`id`, `box`, `state`, `attributes`);
+- `event`: every FaceEvent (`event`, `track_id`, `timestamp`, `media_time`, `box`, `attributes`, `changes`);
+- `frame`: per processed frame its `index`, `timestamp`, `media_time` and `tracks` (`id`, `box`, `state`,
+  `attributes`);
+`timestamp` is the monotonic capture time (latency); `media_time` the stream's own clock (a file's position
+in seconds, a live source's capture time), which offline scoring should use.
 - `stats`: last line; the run's statistics.
 The file is written under a temporary name and renamed when closed, so a reader never finds half a run
 under the final name.
@@ -46,6 +49,7 @@ def event_record(event: FaceEvent) -> dict[str, Any]:
         "event": event.kind.value,
         "track_id": event.track_id,
         "timestamp": event.timestamp,
+        "media_time": event.media_time,
         "box": [round(v, 1) for v in event.box],
         "attributes": attributes_record(event.attributes),
         "changes": {task: list(change) for task, change in event.changes.items()},
@@ -57,6 +61,7 @@ def frame_record(result: FrameResult) -> dict[str, Any]:
         "type": "frame",
         "index": result.frame.index,
         "timestamp": result.frame.timestamp,
+        "media_time": result.frame.stream_time,
         "tracks": [
             {
                 "id": item.track.id,

@@ -8,6 +8,9 @@ Perception is the only writer of track and attribute state; per frame it
   3. picks the tracks due for classification, crops them at the model's size and margin, submits them;
   4. publishes a FrameResult (real-time mode: newest wins; fast mode: lossless).
 Without a model, steps 2 and 3 are skipped: detection, tracking and the overlay still run.
+Tracking, the policy, smoothing and hysteresis run on the stream's clock (`Frame.stream_time`: a file's
+frame position, a live source's capture time), so a file scored in fast mode gives the same tracks however
+fast the machine or the caller is; latencies and events' `timestamp` use the monotonic capture time.
 
     pipeline = Pipeline(load_config("configs/laptop.yaml"))
     pipeline.on("attributes_ready", lambda event: print(event.track_id, event.attributes.age_years))
@@ -223,7 +226,7 @@ class Pipeline:
     # --- perception thread -------------------------------------------------------------------------
 
     def _perceive(self) -> None:
-        last_timestamp = None
+        last_frame: Frame | None = None
         try:
             while not self._stop.is_set():
                 if self.classifier is not None and self.classifier.error is not None:
@@ -235,36 +238,37 @@ class Pipeline:
                             raise self.capture.error
                         break
                     continue
-                last_timestamp = frame.timestamp
+                last_frame = frame
                 self._publish(self._process(frame))
         except BaseException as error:
             log.error("perception stopped: %s", error)
             self.error = error
         finally:
             self._perception_ended_at = time.monotonic()
-            self._close_tracks(last_timestamp if last_timestamp is not None else time.monotonic())
+            self._close_tracks(last_frame)
 
     def _process(self, frame: Frame) -> FrameResult:
         latencies = {"capture": time.monotonic() - frame.timestamp}
         started = time.monotonic()
+        now = frame.stream_time
         rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
-        detections = self._detector.detect(rgb, frame.timestamp)
+        detections = self._detector.detect(rgb, now)
         latencies["detect"], started = _lap(started)
-        update = self._tracker.update(detections, frame.timestamp)
+        update = self._tracker.update(detections, now)
         latencies["track"], started = _lap(started)
         for track in update.appeared:
             smoother = TrackSmoother(self.info, self._smoothing) if self.info is not None else None
             self._tracks[track.id] = _TrackState(smoother)
-            self._emit(EventKind.APPEARED, track, frame.timestamp)
+            self._emit(EventKind.APPEARED, track, frame)
         if self.classifier is not None:
             infer = self._apply_results(self.classifier.results(), update.tracks)
             if infer:
                 latencies["infer"] = infer
             latencies["smooth"], started = _lap(started)
-            self._request_classifications(update.tracks, rgb, frame.timestamp)
+            self._request_classifications(update.tracks, rgb, frame)
             latencies["crop"], started = _lap(started)
         for track in update.disappeared:
-            self._emit(EventKind.DISAPPEARED, track, frame.timestamp)
+            self._emit(EventKind.DISAPPEARED, track, frame)
             self._tracks.pop(track.id, None)
             self._in_flight.discard(track.id)
         for stage, seconds in latencies.items():
@@ -284,17 +288,18 @@ class Pipeline:
             state = self._tracks.get(result.track_id)
             if state is None or state.smoother is None:
                 continue  # the track disappeared while its crop was being classified
-            changes = state.smoother.update(result.logits, result.quality, result.timestamp)
+            changes = state.smoother.update(result.logits, result.quality, result.media_time)
             box = boxes.get(result.track_id, (0.0, 0.0, 0.0, 0.0))
             if not state.ready_sent and state.smoother.ready(self.config.events.min_observations):
                 state.ready_sent = True
-                self._emit_attributes(EventKind.ATTRIBUTES_READY, result.track_id, box, result.timestamp, state)
+                self._emit_attributes(EventKind.ATTRIBUTES_READY, result, box, state)
             elif state.ready_sent and changes:  # before `attributes_ready` no label has been announced
-                self._emit_attributes(EventKind.ATTRIBUTE_CHANGED, result.track_id, box, result.timestamp, state, changes)
+                self._emit_attributes(EventKind.ATTRIBUTE_CHANGED, result, box, state, changes)
         return infer
 
-    def _request_classifications(self, tracks: list[Track], rgb: np.ndarray, now: float) -> None:
+    def _request_classifications(self, tracks: list[Track], rgb: np.ndarray, frame: Frame) -> None:
         size, margin = self.info.input_size, self.info.crop_margin
+        now = frame.stream_time
         policy = self.config.policy
         candidates = []
         ready = [(track, readiness(track, now, policy.interval, policy.batch_fill, self._in_flight)) for track in tracks]
@@ -313,7 +318,7 @@ class Pipeline:
         selection = select(candidates, self.classifier.capacity(), self.classifier.max_batch, policy.min_quality)
         self.requests_deferred += selection.deferred
         for candidate in selection.chosen:
-            request = CropRequest(candidate.track.id, candidate.crop, candidate.quality, now)
+            request = CropRequest(candidate.track.id, candidate.crop, candidate.quality, frame.timestamp, now)
             if not self.classifier.submit(request):
                 self.requests_deferred += 1
                 continue
@@ -326,11 +331,13 @@ class Pipeline:
             return Attributes()
         return state.smoother.attributes()
 
-    def _emit(self, kind: EventKind, track: Track, timestamp: float) -> None:
-        self.events.emit(FaceEvent(kind, track.id, timestamp, track.box, self._attributes(track.id)))
+    def _emit(self, kind: EventKind, track: Track, frame: Frame) -> None:
+        self.events.emit(FaceEvent(kind, track.id, frame.timestamp, track.box, self._attributes(track.id),
+                                   media_time=frame.stream_time))
 
-    def _emit_attributes(self, kind, track_id, box, timestamp, state: _TrackState, changes=None) -> None:
-        self.events.emit(FaceEvent(kind, track_id, timestamp, box, state.smoother.attributes(), changes or {}))
+    def _emit_attributes(self, kind, result: ClassificationResult, box, state: _TrackState, changes=None) -> None:
+        self.events.emit(FaceEvent(kind, result.track_id, result.timestamp, box, state.smoother.attributes(),
+                                   changes or {}, media_time=result.media_time))
 
     def _publish(self, result: FrameResult) -> None:
         """Fast mode: wait for the caller (lossless). Real time: the newest result replaces an untaken one."""
@@ -352,13 +359,13 @@ class Pipeline:
                 except queue.Empty:
                     pass
 
-    def _close_tracks(self, timestamp: float) -> None:
+    def _close_tracks(self, last_frame: Frame | None) -> None:
         """At the end: `disappeared` for every confirmed track still alive, so each `appeared` is matched."""
         if self._tracker is None:
             return
         for track in self._tracker.close_all():
-            if track.id in self._tracks:
-                self._emit(EventKind.DISAPPEARED, track, timestamp)
+            if track.id in self._tracks:  # a track in self._tracks appeared, so a frame was processed
+                self._emit(EventKind.DISAPPEARED, track, last_frame)
         self._tracks.clear()
 
 

@@ -17,8 +17,15 @@ Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
 class Frame:
     image: np.ndarray  # H×W×3 uint8, BGR (OpenCV's order; perception converts to RGB once)
     index: int  # running number from the source, gaps mean dropped frames
-    timestamp: float  # time.monotonic() when the frame was captured
+    timestamp: float  # time.monotonic() when the frame was captured (latency is measured from it)
     source: str
+    # Seconds on the stream's own clock: a file's frame position (so offline runs do not depend on the
+    # machine's speed), a live source's capture time. Tracking, policy and smoothing run on it; None → timestamp.
+    media_time: float | None = None
+
+    @property
+    def stream_time(self) -> float:
+        return self.timestamp if self.media_time is None else self.media_time
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ class Track:
     hits: int
     misses: int
     state: TrackState
-    last_classified: float | None = None  # monotonic time of the last classification request
+    last_classified: float | None = None  # stream time (Frame.stream_time) of the last classification request
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ class FaceEvent:
     box: Box
     attributes: Attributes
     changes: dict[str, tuple[str | None, str]] = field(default_factory=dict)  # task → (old, new) label
+    media_time: float | None = None  # stream time of that frame (Frame.stream_time)
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,9 @@ def test_realtime_mode_drops_frames_for_a_slow_consumer():
     assert stats.frames_read == expected
     assert stats.frames_dropped > 0
     assert len(frames) + stats.frames_dropped == expected
+    fps = cv2.VideoCapture(str(CLIP)).get(cv2.CAP_PROP_FPS)
+    # the stream's clock follows each kept frame's position in the file, not when it was read
+    assert [f.media_time for f in frames] == pytest.approx([f.index / fps for f in frames])
 
 
 def test_realtime_mode_paces_a_file_at_its_frame_rate():
@@ -109,6 +112,9 @@ def test_live_source_that_fails_is_reopened_and_indices_continue(tmp_path):
     indices = [f.index for f in first + second]
     assert indices == list(range(per_pass + 5))
     assert stats.reopens == 1
+    # the file's clock goes on across the reopen, one frame period after the end of the first pass
+    fps = cv2.VideoCapture(str(CLIP)).get(cv2.CAP_PROP_FPS)
+    assert [f.media_time for f in first + second] == pytest.approx([i / fps for i in indices])
 
 
 def test_live_source_gives_up_after_reopen_attempts(tmp_path):

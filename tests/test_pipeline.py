@@ -4,6 +4,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -13,6 +14,7 @@ from runtime.config import load_config
 from runtime.pipeline import Pipeline
 from runtime.policy import DUE, EARLY, Candidate, overdue, readiness, select
 from runtime.types import Detection, EventKind, Track, TrackState
+from helpers_faces import background, face_patches, render
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 CLIP = SAMPLES / "face-demographics-walking-and-pause.mp4"  # 41 frames, up to 4 people
@@ -192,3 +194,47 @@ def test_a_live_source_that_ends_is_reopened_and_frames_keep_flowing():
     pipeline.run(lambda result: indices.append(result.frame.index) or len(indices) < 100)
     stats = pipeline.stats()
     assert indices == list(range(100)) and stats.source_reopens >= 2 and pipeline.error is None
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: float) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_offline_tracks_follow_the_clip_clock_not_the_consumer_speed(tmp_path):
+    # A real face walks over a real background at 30 fps, vanishes for 8 frames (0.27 s of the clip: a
+    # lost spell, shorter than remove_after) and comes back, then leaves for good (0.67 s: removed).
+    # On the wall clock a slowed caller would stretch the first gap past remove_after and split the track.
+    fps, patch, base = 30.0, face_patches(96)[0], background(320, 240)
+    visible = [i < 15 or 23 <= i < 35 for i in range(55)]
+    frames = [render([patch], [(90.0 + 3.0 * i, 120.0)], base) if seen else base.copy()
+              for i, seen in enumerate(visible)]
+    clip = write_clip(tmp_path / "gap.mp4", frames, fps)
+    overrides = [f"source.uri={clip}", "source.mode=fast", "tracker.confirm_hits=3",
+                 "tracker.lost_after=0.1", "tracker.remove_after=0.4",
+                 "detector.min_face_size=30"]  # the rocket background has one 13-px false face
+
+    def run(delay: float):
+        pipeline = Pipeline(load_config(None, overrides))
+        events, per_frame = [], []
+        pipeline.on("appeared", lambda e: events.append(("appeared", e.track_id, round(e.media_time, 3))))
+        pipeline.on("disappeared", lambda e: events.append(("disappeared", e.track_id, round(e.media_time, 3))))
+
+        def consume(result):
+            per_frame.append([(t.track.id, t.track.state.value) for t in result.tracks])
+            time.sleep(delay)  # a slow caller holds back perception: fast mode is lossless
+
+        pipeline.run(consume)
+        assert pipeline.error is None and len(per_frame) == len(frames)
+        return events, per_frame
+
+    fast_events, fast_frames = run(0.0)
+    slow_events, slow_frames = run(0.06)  # the 8-frame gap lasts ~0.5 s of wall time: > remove_after
+    assert slow_events == fast_events and slow_frames == fast_frames
+    # one track, lost during the gap, removed 0.4 s of clip time after it was last seen (frame 34)
+    assert [(kind, track_id) for kind, track_id, _ in fast_events] == [("appeared", 1), ("disappeared", 1)]
+    assert fast_events[1][2] == pytest.approx(34 / fps + 0.4, abs=1.01 / fps)
+    assert any(state == "lost" for tracks in fast_frames[15:23] for _, state in tracks)
