@@ -20,7 +20,7 @@ from runtime.backends.onnxruntime import BackendError
 from runtime.capture import SourceError
 from runtime.config import Config, ConfigError, load_config
 from runtime.events import EventKind
-from runtime.jsonl import JsonlWriter
+from runtime.jsonl import RANDOM_WEIGHTS_WARNING, JsonlWriter
 from runtime.metadata import ModelMetadataError
 from runtime.overlay import FpsMeter, Status, VideoRecorder, Window, draw
 from runtime.pipeline import Pipeline
@@ -72,15 +72,15 @@ def has_display() -> bool:
 class FrameSinks:
     """What the main thread does with each FrameResult: overlay window, recording, JSON lines."""
 
-    def __init__(self, pipeline: Pipeline, config: Config, jsonl: JsonlWriter | None):
+    def __init__(self, pipeline: Pipeline, config: Config, jsonl: JsonlWriter | None = None):
         self.pipeline = pipeline
         self.jsonl = jsonl
         show = config.overlay.show
         if show and not has_display():
             log.warning("no display found: running headless (pass --headless to silence this)")
             show = False
-        self.window = Window(config.overlay.window_name) if show else None
         self.recorder = VideoRecorder(config.overlay.record, config.overlay.record_fps) if config.overlay.record else None
+        self.window = Window(config.overlay.window_name) if show else None
         self.font_scale = config.overlay.font_scale
         self.fps = FpsMeter()
         self.frames = 0
@@ -117,12 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     except BAD_INPUT as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    jsonl = JsonlWriter(args.jsonl, pipeline.random_weights) if args.jsonl else None
+    try:  # the output files: a missing folder or an unwritable format is bad input, named before the run
+        sinks = FrameSinks(pipeline, config)
+        jsonl = JsonlWriter(args.jsonl, pipeline.random_weights) if args.jsonl else None
+    except OSError as error:
+        pipeline.close()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    sinks.jsonl = jsonl
     if jsonl is not None:
         jsonl.write_run(config.source.uri, config.classifier.model, {"mode": config.source.mode})
         for kind in EventKind:
             pipeline.on(kind, jsonl.write_event)
-    sinks = FrameSinks(pipeline, config, jsonl)
     status = 0
     try:
         pipeline.run(sinks, max_seconds=args.max_seconds)
@@ -142,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             jsonl.write_stats(stats.to_dict())
             jsonl.close()
         if stats.frames_read:
+            warning = f"  [{RANDOM_WEIGHTS_WARNING}]" if pipeline.random_weights else ""
+            print(f"model: {pipeline.model_label}{warning}")
             print(stats.format())
     return status
 

@@ -83,7 +83,10 @@ class JsonlWriter:
         self.random_weights = random_weights  # then every record carries the warning
         self.temporary = self.path.with_name(f".{self.path.name}.partial")
         self._lock = threading.Lock()
-        self._file = open(self.temporary, "w", encoding="utf-8", buffering=1)  # line-buffered: a crash loses no line
+        try:
+            self._file = open(self.temporary, "w", encoding="utf-8", buffering=1)  # line-buffered: a crash loses no line
+        except OSError as error:
+            raise OSError(f"cannot write JSON lines to {self.path}: {error.strerror}") from error
 
     def write(self, record: dict[str, Any]) -> None:
         if self.random_weights:

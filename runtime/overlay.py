@@ -107,7 +107,11 @@ class Window:
 
 
 class VideoRecorder:
-    """Writes overlay frames to a video file; under a temporary name until closed (then renamed)."""
+    """Writes overlay frames to a video file; under a temporary name until closed (then renamed).
+
+    The file is probed when the recorder is made (a tiny writer opened and removed), so a missing folder or
+    a container OpenCV cannot write is reported before the run starts, not after the first frame.
+    """
 
     def __init__(self, path: str | Path, fps: float):
         self.path = Path(path)
@@ -115,14 +119,25 @@ class VideoRecorder:
         self.fps = fps
         self._writer: cv2.VideoWriter | None = None
         self.frames = 0
+        if not self.path.parent.is_dir():
+            raise OSError(f"--record {self.path}: folder {self.path.parent} does not exist")
+        probe = self._open((16, 16))
+        probe.release()
+        self.temporary.unlink(missing_ok=True)
+
+    def _open(self, size: tuple[int, int]) -> cv2.VideoWriter:
+        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
+        writer = cv2.VideoWriter(str(self.temporary), fourcc, self.fps, size)
+        if not writer.isOpened():
+            writer.release()
+            self.temporary.unlink(missing_ok=True)
+            raise OSError(f"--record {self.path}: OpenCV cannot write this video file (try .mp4 or .avi)")
+        return writer
 
     def write(self, image: np.ndarray) -> None:
         if self._writer is None:
             height, width = image.shape[:2]
-            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
-            self._writer = cv2.VideoWriter(str(self.temporary), fourcc, self.fps, (width, height))
-            if not self._writer.isOpened():
-                raise OSError(f"--record {self.path}: OpenCV cannot write this video file (try .mp4 or .avi)")
+            self._writer = self._open((width, height))
         self._writer.write(image)
         self.frames += 1
 

@@ -47,6 +47,7 @@ def test_fast_run_with_model_writes_jsonl_and_recording(tiny_model, tmp_path):
                    "--set", "classifier.intra_op_threads=1")
     assert done.returncode == 0, done.stderr
     assert "RANDOM WEIGHTS — not real cues" in done.stderr
+    assert "RANDOM WEIGHTS — not real cues" in done.stdout.split("frames: ")[0]  # the statistics' model line
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert records[0]["type"] == "run" and records[0]["random_weights"] is True
     assert records[-1]["type"] == "stats" and records[-1]["frames_processed"] == 41
@@ -77,6 +78,9 @@ def test_fast_run_with_model_writes_jsonl_and_recording(tiny_model, tmp_path):
     (lambda d: ["--model", str(d / "missing.onnx")], "model file not found"),
     (lambda d: ["--model", str(d / "plain.onnx")], "has no 'facecue' metadata"),
     (lambda d: ["--source", str(d / "missing.mp4")], "missing.mp4' does not exist"),
+    (lambda d: ["--record", str(d / "gone" / "out.mp4")], "does not exist"),
+    (lambda d: ["--record", str(d / "out.txt"), "--jsonl", str(d / "run.jsonl")], "OpenCV cannot write"),
+    (lambda d: ["--jsonl", str(d / "gone" / "run.jsonl")], "cannot write JSON lines"),
 ])
 def test_bad_input_is_named_and_exits_2(tmp_path, capsys, make_args, message):
     (tmp_path / "bad.yaml").write_text("detector:\n  min_confidance: 0.5\n")
@@ -88,6 +92,7 @@ def test_bad_input_is_named_and_exits_2(tmp_path, capsys, make_args, message):
     status = run_camera.main(["--source", CLIP, "--headless", *make_args(tmp_path)])
     assert status == 2
     assert message in capsys.readouterr().err
+    assert not [p.name for p in tmp_path.iterdir() if p.name not in ("bad.yaml", "plain.onnx")]  # nothing half-written
 
 
 def test_ctrl_c_shuts_down_cleanly_and_pairs_every_appeared(tmp_path):
