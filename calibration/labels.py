@@ -3,7 +3,8 @@
 - thesis layout: `Path,Gender,Age,Ethnicity,Facial Emotion,Identity` (an unnamed leading index column
   is allowed); class indices in the thesis order; -100, -100.0, NaN or empty = no label for that task;
 - `path,task,label`: `label` is a class index or a label name (case-insensitive, so fer2013 folder
-  names like `happy` map one to one); task `age_years` takes an age in years, mapped to its age group.
+  names like `happy` map one to one), -100 = no label; task `age_years` takes an age in years, mapped to
+  its age group.
 """
 from __future__ import annotations
 
@@ -93,6 +94,8 @@ def _task_rows(csv_path: Path, rows: list[list[str]], info: ModelInfo) -> list[L
             raise CalibrationError(f"{csv_path}:{line}: expected path,task,label, got {row}")
         path, task, value = (cell.strip() for cell in row[:3])
         task = task.lower()
+        if _is_missing(value):  # -100 means "no label" here too, as in the thesis layout
+            continue
         if task == AGE_YEARS and "age" in info.task_names:
             labels.append(Label(path, "age", age_group(value, info.task("age").labels, csv_path, line)))
             continue
@@ -101,6 +104,13 @@ def _task_rows(csv_path: Path, rows: list[list[str]], info: ModelInfo) -> list[L
                                    f"{info.task_names}" + (f" (or {AGE_YEARS})" if "age" in info.task_names else ""))
         labels.append(Label(path, task, _label_index(value, task, info, csv_path, line)))
     return labels
+
+
+def _is_missing(value: str) -> bool:
+    try:
+        return float(value) == MISSING
+    except ValueError:
+        return False
 
 
 def _label_index(value: str, task: str, info: ModelInfo, csv_path: Path, line: int) -> int:

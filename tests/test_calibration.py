@@ -108,6 +108,7 @@ def test_report_and_calibration_table(int8_model, capsys):
         assert 0.0 <= row["top1_agreement"] <= 1.0 and row["samples"] == 10 and 0 <= row["max_prob_diff"] < 1
     assert [s["batch"] for s in report["speed"]] == [1, 8] and all(s["int8_crops_per_s"] > 0 for s in report["speed"])
     assert report["peak_rss_mb"] > 0
+    assert report["pass"] == (report["agreement_pass"] and report["faster_pass"])
     table = int8_model.with_name("tiny.int8.trt-table")
     ranges = json.loads((table / "calibration.json").read_text())
     fp32_tensors = {i for n in onnx.load(str(int8_model)).graph.node if n.op_type == "QuantizeLinear" for i in n.input[:1]}
@@ -172,3 +173,18 @@ def test_missing_model_and_bad_config_are_named(chips_dir, tmp_path, capsys):
     bad.write_text("int8:\n  calibratr: entropy\n")
     assert main(["--config", str(bad), "int8", "--model", "x.onnx", "--crops", str(chips_dir)]) == 2
     assert "int8.calibratr: unknown key" in capsys.readouterr().err
+
+
+def test_report_passes_only_when_int8_agrees_and_is_faster():
+    from calibration.compare import Speed, TaskAgreement
+    from calibration.report import Int8Report
+
+    def report(agree: float, batch8_int8: float) -> Int8Report:
+        return Int8Report("m.int8.onnx", "m.onnx", "entropy", 20, 10, 8, {}, [TaskAgreement("age", agree, 10, 10, 0.01)],
+                          [Speed(1, 10.0, 5.0), Speed(8, 10.0, batch8_int8)], 100.0, min_agreement=0.95)
+
+    assert report(1.0, 20.0).passes and report(1.0, 20.0).table().endswith("PASS")
+    assert "top-1 agreement below 95%" in report(0.9, 20.0).table() and not report(0.9, 20.0).passes
+    slow = report(1.0, 9.0)  # slower at batch 1 is allowed; at the largest batch it is not
+    assert not slow.passes and "INT8 not faster than FP32 at batch 8" in slow.table()
+    assert json.loads(slow.to_json())["faster_pass"] is False

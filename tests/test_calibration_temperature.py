@@ -75,7 +75,9 @@ def test_path_task_label_names_indices_and_ages(tmp_path):
                 "y0.jpg,age_years,2.9\n"
                 "y1.jpg,age_years,3\n"
                 "y2.jpg,age_years,25\n"
-                "y3.jpg,age_years,94\n")
+                "y3.jpg,age_years,94\n"
+                "m.jpg,emotion,-100\n"    # missing: no label
+                "m.jpg,age_years,-100\n")
     assert [(l.task, l.index) for l in read_labels(csv, info())] == [
         ("emotion", 3), ("emotion", 2), ("gender", 1), ("age", 4), ("age", 8), ("age", 0), ("age", 1), ("age", 3),
         ("age", 8)]
@@ -90,6 +92,7 @@ def test_path_task_label_names_indices_and_ages(tmp_path):
     ("Path,Age\na.jpg,3\n", "columns for tasks ['age'], but the model has tasks ['gender']"),
     ("file,y\na.jpg,3\n", "neither the thesis layout"),
     ("Path,Gender\na.jpg,-100\n", "no labels for the model's tasks"),
+    ("path,task,label\na.jpg,gender,-100\n", "no labels for the model's tasks"),
 ])
 def test_bad_labels_are_named(tmp_path, text, message):
     tasks = ["gender"] if "Path,Age" in text or "Path,Gender\n" in text else ["age", "gender", "emotion"]
@@ -143,6 +146,10 @@ def test_temperature_in_place_and_bad_labels_leave_nothing(tiny_model, labelled,
     assert main(["temperature", "--model", str(copy), "--labels", str(bad), "--crops", str(root)]) == 2
     assert "unknown emotion label 'contempt'" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "model.onnx"]
+    few = write(tmp_path / "few.csv", "path,task,label\n" + "".join(f"face0/v{i}.png,gender,male\n" for i in range(3)))
+    assert main(["temperature", "--model", str(copy), "--labels", str(few), "--crops", str(root)]) == 2
+    assert "only 3 usable gender labels" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "few.csv", "model.onnx"]
     assert main(["temperature", "--model", str(copy), "--labels", str(labels), "--crops", str(root), "--in-place",
                  "--plots", str(tmp_path / "plots")]) == 0
     assert read_model_info(copy).task("gender").temperature != 1.0
