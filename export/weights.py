@@ -2,13 +2,16 @@
 
 Meta → timm key conversion is timm's own `checkpoint_filter_fn` (reference §6). The thesis' migrated
 `attn.in_proj.weight` naming is renamed here first, because timm's swap only knows `in_proj_weight`.
+A file made at another grid gets its position embedding resampled the way Meta's PE does it (bilinear).
 """
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from timm.models.eva import checkpoint_filter_fn
 from torch import nn
@@ -55,6 +58,21 @@ def _meta_to_timm(state: dict, backbone: nn.Module, origin: str) -> dict:
     return checkpoint_filter_fn(state, backbone)
 
 
+def resample_pos_embed(state: dict, backbone: nn.Module, origin: str) -> dict:
+    """At a grid other than the file's, interpolate `pos_embed` as Meta's PE does (reference §1: bilinear,
+    align_corners=False, no antialias, CLS entry kept); timm's own loader would use bicubic with antialias."""
+    have, want = state.get("pos_embed"), backbone.pos_embed
+    if have is None or want is None or have.ndim != 3 or have.shape[1] == want.shape[1] or have.shape[2] != want.shape[2]:
+        return state  # nothing to do, or a size mismatch reported by the shape check
+    old, new = math.isqrt(have.shape[1] - 1), math.isqrt(want.shape[1] - 1)
+    if old * old != have.shape[1] - 1 or new * new != want.shape[1] - 1:
+        return state
+    log.info("%s: position embedding %dx%d → %dx%d grid (bilinear, as Meta's PE)", origin, old, old, new, new)
+    grid = have[:, 1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=(new, new), mode="bilinear", align_corners=False, antialias=False)
+    return state | {"pos_embed": torch.cat([have[:, :1], grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], dim=1)}
+
+
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> bool:
     """Load a Meta-layout (whole CLIP or vision-only) or timm-layout file; returns its random-weights flag."""
     origin = str(path)
@@ -67,6 +85,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> bool:
         raise CheckpointError(
             f"{origin}: not PE-Core weights (no 'visual.conv1.weight', 'conv1.weight' or 'patch_embed.proj.weight')"
         )
+    state = resample_pos_embed(state, backbone, origin)
     expected = backbone.state_dict()
     missing = sorted(set(expected) - set(state))
     unknown = sorted(set(state) - set(expected))

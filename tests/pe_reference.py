@@ -100,11 +100,21 @@ class VisionTransformer(nn.Module):
         self.attn_pool = AttentionPooling(width, pool_heads, mlp_ratio)
         self.proj = nn.Parameter(torch.randn(width, output_dim) * width**-0.5)
 
+    def positions(self, grid: int) -> torch.Tensor:
+        """Meta's `_sample_abs_posemb`: at another grid, bilinear (align_corners=False), CLS entry kept."""
+        if grid == self.grid:
+            return self.positional_embedding
+        patches = self.positional_embedding[1:].reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
+        patches = F.interpolate(patches, size=(grid, grid), mode="bilinear", align_corners=False)
+        return torch.cat([self.positional_embedding[:1], patches.permute(0, 2, 3, 1).reshape(grid * grid, -1)])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x).flatten(2).transpose(1, 2)
-        x = torch.cat([self.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + self.positional_embedding
+        x = self.conv1(x)
+        grid = x.shape[-1]  # Meta's PE runs at any input size: positions follow the grid (RoPE never rescaled)
+        x = x.flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + self.positions(grid)
         x = self.ln_pre(x)
-        angles = rope_angles(self.grid, self.head_dim)
+        angles = rope_angles(grid, self.head_dim)
         for block in self.transformer.resblocks:
             x = block(x, angles)
         return self.attn_pool(self.ln_post(x)) @ self.proj
@@ -157,9 +167,9 @@ def randomize(tower: nn.Module, seed: int) -> nn.Module:
     return tower.eval()
 
 
-def attach_dora(tower: nn.Module, rank: int, seed: int, use_dora: bool = True):
-    """PEFT with the thesis LoraConfig, then non-zero B and perturbed magnitudes (as after training)."""
-    config = LoraConfig(r=rank, lora_alpha=rank, use_dora=use_dora, lora_dropout=0.5, bias="none",
+def attach_dora(tower: nn.Module, rank: int, seed: int, use_dora: bool = True, alpha: int | None = None):
+    """PEFT with the thesis LoraConfig (alpha = r unless given), then non-zero B and perturbed magnitudes."""
+    config = LoraConfig(r=rank, lora_alpha=alpha or rank, use_dora=use_dora, lora_dropout=0.5, bias="none",
                         target_modules=THESIS_TARGETS)
     model = get_peft_model(tower, config)
     gen = torch.Generator().manual_seed(seed)
@@ -209,7 +219,7 @@ def tiny_config(path: Path) -> dict:
 
 
 def write_thesis_files(directory: Path, cfg: dict, tasks=tuple(CLASSES), rank: int = 4, seed: int = 0,
-                       deep: bool = True, use_dora: bool = True):
+                       deep: bool = True, use_dora: bool = True, alpha: int | None = None):
     """Meta-layout weights, thesis-layout adapters and heads; returns (weights, adapter dir, reference)."""
     torch.manual_seed(seed)
     tower = randomize(VisionTransformer(cfg["image_size"], cfg["patch_size"], cfg["width"], cfg["depth"], cfg["heads"],
@@ -217,7 +227,7 @@ def write_thesis_files(directory: Path, cfg: dict, tasks=tuple(CLASSES), rank: i
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / "PE-Core-tiny.pt"
     torch.save(meta_state_dict(tower), weights)  # before PEFT wraps the Linears
-    peft_model = attach_dora(tower, rank, seed + 1, use_dora)
+    peft_model = attach_dora(tower, rank, seed + 1, use_dora, alpha)
     heads = thesis_heads(cfg["proj_dim"], cfg["head_hidden"] if deep else None, tasks, seed=seed + 2)
     adapters = save_thesis_checkpoint(directory / "adapters", peft_model, heads)
     reference = ThesisPipeline(peft_model.merge_and_unload(), heads).eval()

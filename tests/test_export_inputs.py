@@ -53,6 +53,17 @@ def test_upstream_unprefixed_layout_and_linear_probe_heads(tmp_path):
     assert info.task_names == ["age", "emotion"] and info.adapter == "none"
 
 
+def test_plain_lora_with_scaling_and_plain_heads(tmp_path):
+    """Any LoRA adapter saved the thesis' way: no DoRA, lora_alpha ≠ r (scale 2), plain heads, one task."""
+    weights, adapters, reference = write_thesis_files(tmp_path, CFG, tasks=("Gender",), seed=9, deep=False,
+                                                      use_dora=False, alpha=8)
+    out = tmp_path / "model.onnx"
+    assert export_cli("--weights", weights, "--adapters", adapters, "--out", out) == 0
+    assert_parity(out, reference)
+    info = read_model_info(out)
+    assert info.adapter == "lora" and info.task_names == ["gender"]
+
+
 def test_timm_layout_weights_and_external_data_and_random_flag(thesis, tmp_path):
     from export.build import build_model
 
@@ -71,6 +82,39 @@ def test_timm_layout_weights_and_external_data_and_random_flag(thesis, tmp_path)
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
     assert_parity(out, reference)
     assert read_model_info(out).random_weights
+
+
+def test_another_grid_follows_meta_positions(thesis, tmp_path, caplog):
+    """Weights made at a 4x4 grid, exported at 6x6 (timm's RoPE reference grid is 24x24): Meta's PE runs at
+    any grid with integer RoPE positions and a bilinearly resampled position embedding; so must the export."""
+    weights, adapters, reference = thesis
+    config = tmp_path / "pe-core-test-tiny-48.yaml"
+    config.write_text(TINY_BACKBONE.read_text().replace("image_size: 32", "image_size: 48"))
+    out = tmp_path / "model.onnx"
+    with caplog.at_level("INFO"):
+        assert run_main(main, ["--backbone", str(config), "--weights", str(weights), "--adapters", str(adapters),
+                               "--out", str(out)]) == 0
+    # the whole CLIP file: one line says what outside the vision tower was skipped
+    assert any("skipped 6 keys outside the vision tower" in r.getMessage() for r in caplog.records)
+    images = np.random.default_rng(8).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    got, want = run_onnx(out, images), reference(torch.from_numpy(images))
+    for task in want:
+        assert relative_error(got[task], want[task].numpy()) <= TOLERANCE, task
+
+
+def test_offline_without_weights_names_weights_flag(thesis, tmp_path, capsys, monkeypatch):
+    """A published backbone without --weights asks timm for its pretrained weights; offline, the error says what to pass."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    _, adapters, _ = thesis
+    out = tmp_path / "out" / "m.onnx"
+    assert run_main(main, ["--backbone", "pe-core-t16-384", "--heads", str(adapters / "custom_layers.pt"),
+                           "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "vit_pe_core_tiny_patch16_384.fb" in err and "pass --weights FILE" in err
+    assert not out.parent.exists()
 
 
 def edit_adapter(adapters, tmp_path, rename=None, config=None, tensors=None):
