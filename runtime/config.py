@@ -60,6 +60,7 @@ class ClassifierConfig:
     max_batch: int = 8
     batch_wait: float = 0.005  # seconds to wait for more crops after the first one of a batch
     queue_size: int = 8  # crop requests waiting for the classifier; more are deferred, never queued
+    perception_nice: int = 0  # Linux: niceness added to the perception thread, so a busy CPU favours the classifier
     # GPU (runtime/backends/providers.py, tensorrt.py); ignored on the CPU provider
     opt_batch: int = 1  # TensorRT profile: min 1, opt this (usual faces per round), max max_batch
     fp16: bool = True  # TensorRT EP may run an fp32 model in FP16 (an fp16 model is FP16 by its types)

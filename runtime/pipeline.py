@@ -20,6 +20,7 @@ fast the machine or the caller is; latencies and events' `timestamp` use the mon
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -227,6 +228,7 @@ class Pipeline:
 
     def _perceive(self) -> None:
         last_frame: Frame | None = None
+        _lower_priority(self.config.classifier.perception_nice)
         try:
             while not self._stop.is_set():
                 if self.classifier is not None and self.classifier.error is not None:
@@ -372,3 +374,15 @@ class Pipeline:
 def _lap(started: float) -> tuple[float, float]:
     now = time.monotonic()
     return now - started, now
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise the calling thread's niceness (Linux: a thread id is a process id for setpriority), so that when
+    perception and the classifier compete for a core, the classifier's inference gets the larger share."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + nice)
+    except OSError as error:
+        log.warning("cannot lower the perception thread's priority: %s", error)

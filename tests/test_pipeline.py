@@ -1,4 +1,5 @@
 """The whole pipeline on a bundled clip in fast mode: real capture, MediaPipe, tracker, ONNX Runtime, threads."""
+import os
 import threading
 import time
 from collections import defaultdict
@@ -238,3 +239,16 @@ def test_offline_tracks_follow_the_clip_clock_not_the_consumer_speed(tmp_path):
     assert [(kind, track_id) for kind, track_id, _ in fast_events] == [("appeared", 1), ("disappeared", 1)]
     assert fast_events[1][2] == pytest.approx(34 / fps + 0.4, abs=1.01 / fps)
     assert any(state == "lost" for tracks in fast_frames[15:23] for _, state in tracks)
+
+
+def test_perception_nice_lowers_only_the_perception_thread():
+    config = load_config(None, [f"source.uri={CLIP}", "source.mode=fast", "classifier.perception_nice=3"])
+    pipeline = Pipeline(config)
+    seen = []
+
+    def check(result):
+        seen.append(os.getpriority(os.PRIO_PROCESS, pipeline._thread.native_id))
+        return False  # one frame is enough
+
+    pipeline.run(check)
+    assert seen == [os.getpriority(os.PRIO_PROCESS, 0) + 3]  # the caller's thread keeps its own priority
