@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import replace
 from pathlib import Path
 
+import timm
 import torch
 
 from export import mtlora
@@ -20,7 +22,7 @@ from export.errors import CheckpointError
 from export.heads import heads_from_state_dict
 from export.model import FaceAttributeModel, create_backbone
 from export.names import block_index
-from export.weights import RANDOM_MARKER_KEY, load_backbone_weights, read_checkpoint
+from export.weights import RANDOM_MARKER_KEY, load_backbone_weights, read_checkpoint, resample_pos_embed
 from runtime.metadata import build_document
 
 log = logging.getLogger(__name__)
@@ -49,11 +51,19 @@ def pretrained_backbone(config: BackboneConfig) -> torch.nn.Module:
         raise CheckpointError(f"{config.name} has no published weights: pass --weights FILE")
     log.info("loading timm pretrained weights %s (needs the network or the Hugging Face cache)",
              config.pretrained_name)
+    # Built at the published size: at another size timm would resample the position embedding bicubically,
+    # so it is resampled here as Meta's PE does (weights.resample_pos_embed).
+    native = replace(config, image_size=timm.models.get_pretrained_cfg(config.pretrained_name).input_size[-1])
     try:
-        return create_backbone(config, pretrained=True)
+        net = create_backbone(native, pretrained=True)
     except Exception as error:  # hub, network and cache errors have no common base class
         raise CheckpointError(f"could not get timm pretrained weights {config.pretrained_name!r} ({type(error).__name__}: "
                               f"{error}); offline? pass --weights FILE (Meta's PE-Core .pt or timm's layout)") from None
+    if native.image_size == config.image_size:
+        return net
+    backbone = create_backbone(config)
+    backbone.load_state_dict(resample_pos_embed(net.state_dict(), backbone, config.pretrained_name), strict=True)
+    return backbone
 
 
 def build_model(backbone: str | BackboneConfig, weights: str | Path | None = None,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -115,6 +116,34 @@ def test_offline_without_weights_names_weights_flag(thesis, tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert "vit_pe_core_tiny_patch16_384.fb" in err and "pass --weights FILE" in err
     assert not out.parent.exists()
+
+
+def test_timm_pretrained_weights_from_the_hub_cache_at_another_size(tmp_path, monkeypatch):
+    """The timm pretrained path, fed from a Hugging Face cache laid out as a download leaves it (offline);
+    a config at another size gets the position embedding resampled as Meta's PE does (bilinear)."""
+    import huggingface_hub.constants
+    import torch.nn.functional as F
+
+    from export.build import pretrained_backbone
+    from export.config import load_backbone_config
+    from export.model import create_backbone
+
+    published = load_backbone_config("pe-core-t16-384")
+    hub_weights = {k: v.clone() for k, v in create_backbone(published).state_dict().items()}
+    repo, commit = tmp_path / "hub" / "models--timm--vit_pe_core_tiny_patch16_384.fb", "0" * 40
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    save_file(hub_weights, repo / "snapshots" / commit / "model.safetensors")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    small = pretrained_backbone(replace(published, image_size=192)).state_dict()  # grid 12 instead of 24
+    assert torch.equal(small["blocks.3.attn.qkv.weight"], hub_weights["blocks.3.attn.qkv.weight"])
+    grid = hub_weights["pos_embed"][:, 1:].reshape(1, 24, 24, -1).permute(0, 3, 1, 2)
+    bilinear = F.interpolate(grid, size=(12, 12), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+    assert torch.allclose(small["pos_embed"][:, 1:], bilinear.reshape(1, 144, -1), atol=1e-6)
+    assert torch.equal(small["pos_embed"][:, 0], hub_weights["pos_embed"][:, 0])
 
 
 def edit_adapter(adapters, tmp_path, rename=None, config=None, tensors=None):
