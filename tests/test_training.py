@@ -128,6 +128,11 @@ def test_config_errors_name_the_key():
         load_config(REPO / "configs" / "train" / "dora.yaml", ["optim.lr_typo=1"])
     with pytest.raises(TrainConfigError, match="run.epochs: expected int"):
         load_config(REPO / "configs" / "train" / "dora.yaml", ["run.epochs=many"])
+    # recipe and adapter.kind together decide the model: a mismatch would train something else than it says
+    with pytest.raises(TrainConfigError, match="recipe 'dora' takes adapter.kind dora, not 'lora'"):
+        load_config(REPO / "configs" / "train" / "lora.yaml", ["recipe=dora"])
+    with pytest.raises(TrainConfigError, match="run.device: 'gpu' is not"):
+        load_config(REPO / "configs" / "train" / "dora.yaml", ["run.device=gpu"])
 
 
 # --- losses, samplers, parameter groups ------------------------------------------------------------------

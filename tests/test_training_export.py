@@ -109,6 +109,13 @@ def test_resume_continues_from_last_epoch(tmp_path, faces):
     assert state.history[0]["val_loss"] == saved["train_state"]["history"][0]["val_loss"]
     with pytest.raises(FileNotFoundError, match="cannot resume"):
         train(tiny_config(faces, tmp_path / "empty", "dora"), resume=True)
+    from export.errors import CheckpointError
+    with pytest.raises(CheckpointError, match="cannot resume from .*state.pt: it lacks"):  # another recipe's state
+        train(tiny_config(faces, tmp_path / "run", "mtlora", "run.epochs=3"), resume=True)
+    (tmp_path / "broken" / "last").mkdir(parents=True)
+    (tmp_path / "broken" / "last" / "state.pt").write_bytes(b"truncated")
+    with pytest.raises(CheckpointError, match="not a readable training state"):
+        train(tiny_config(faces, tmp_path / "broken", "dora"), resume=True)
 
 
 def test_mtlora_task_branches_get_gradients_only_from_their_task(tmp_path, faces):

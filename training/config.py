@@ -7,12 +7,15 @@ overrides single keys (parsed as YAML). Unknown keys and wrong types are errors 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime import configfile
 
 RECIPES = ("linear_probe", "partial", "lora", "dora", "loraplus", "mtlora")
+RECIPE_ADAPTERS = {"linear_probe": ("none",), "partial": ("none",), "lora": ("lora",), "dora": ("dora",),
+                   "loraplus": ("dora", "lora"), "mtlora": ("mtlora",)}  # LoRA+ is a learning-rate rule on either
 
 
 class TrainConfigError(ValueError):
@@ -128,6 +131,13 @@ def check_config(config: TrainConfig, origin: str = "config") -> None:
         raise TrainConfigError(f"{origin}: recipe: {config.recipe!r} is not one of {RECIPES}")
     if config.adapter.kind not in ("none", "lora", "dora", "mtlora"):
         raise TrainConfigError(f"{origin}: adapter.kind: {config.adapter.kind!r} is not none, lora, dora or mtlora")
+    if config.adapter.kind not in RECIPE_ADAPTERS[config.recipe]:
+        # the model is built from both keys; a mismatch (e.g. --set recipe=dora on lora.yaml) would train
+        # something other than what the recipe name and training.json say
+        raise TrainConfigError(f"{origin}: recipe {config.recipe!r} takes adapter.kind "
+                               f"{' or '.join(RECIPE_ADAPTERS[config.recipe])}, not {config.adapter.kind!r}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", config.run.device):
+        raise TrainConfigError(f"{origin}: run.device: {config.run.device!r} is not auto, cpu, cuda or cuda:N")
     bad = [t for t in config.data.tasks if t not in THESIS_TASKS]
     if bad or not config.data.tasks:
         raise TrainConfigError(f"{origin}: data.tasks: {config.data.tasks} must be a non-empty subset of "

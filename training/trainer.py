@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader
 
 from export.heads import THESIS_TASKS
 from training.checkpoint import save_state, write_checkpoint
-from training.config import TrainConfig
+from export.errors import CheckpointError
+from training.config import TrainConfig, TrainConfigError
 from training.data import MISSING
 from training.losses import MultiTaskLoss
 
@@ -50,8 +51,8 @@ class TrainState:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("run.device=cuda but torch sees no CUDA device")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainConfigError(f"run.device={name} but torch sees no CUDA device (use run.device=auto or cpu)")
     return torch.device(name)
 
 
@@ -203,10 +204,14 @@ class Trainer:
     def load_state(self, path: Path) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"cannot resume: {path} not found (no finished epoch in {self.out}?)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        missing = set(self.trainable_state()) - set(state["model"])
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a truncated or foreign file: pickle and zip errors of many kinds
+            raise CheckpointError(f"cannot resume: {path} is not a readable training state ({error})") from None
+        missing = set(self.trainable_state()) - set(state.get("model", {}))
         if missing:
-            raise ValueError(f"cannot resume from {path}: it lacks {sorted(missing)[:4]} (another recipe or model?)")
+            raise CheckpointError(f"cannot resume from {path}: it lacks {sorted(missing)[:4]} (written by another "
+                                  "recipe or model? resume with the config that wrote it, or use a new run.out)")
         self.model.load_state_dict(state["model"], strict=False)
         with torch.no_grad():
             self.loss.log_vars.copy_(state["log_vars"])
