@@ -110,7 +110,11 @@ def test_unreadable_image_and_empty_task_are_named(tmp_path, faces):
     broken = write_csv(tmp_path / "broken.csv", rows)
     config = tiny_config(faces, tmp_path / "out", "dora", f"data.train=[{{csv: {broken}, root: {tmp_path}}}]",
                          "data.val=[]", "data.tasks=[Age, Gender]")
-    with pytest.raises(DataError, match="cannot read image .*broken.png"):
+    with pytest.raises(DataError, match="broken.csv: cannot read image .*broken.png"):  # before training
+        train(config)
+    png = (faces["root"] / "chips" / "1_0.png").read_bytes()
+    (tmp_path / "broken.png").write_bytes(png[:len(png) // 3])  # a PNG signature, truncated data
+    with pytest.raises(DataError, match="cannot read image .*broken.png"):  # when the loader reads it
         train(config)
     config = tiny_config(faces, tmp_path / "out", "dora", "data.tasks=[Emotion]",
                          f"data.train=[{{csv: {faces['train']}, root: {faces['root']}}}]")

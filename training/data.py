@@ -90,6 +90,12 @@ def read_labels(csv_path: str | Path, root: str | Path, dataset: str | None = No
     absent = [p for p in paths if not p.is_file()]
     if absent:
         raise DataError(f"{csv_path}: {len(absent)} image file(s) not found under {root}, e.g. {absent[0]}")
+    # OpenCV checks the file signature only (microseconds a file), so a file that is no image fails here,
+    # not hours into training; a truncated image still fails when it is read (read_image_rgb)
+    unreadable = [p for p in paths if not cv2.haveImageReader(str(p))]
+    if unreadable:
+        raise DataError(f"{csv_path}: cannot read image {unreadable[0]} (not an image OpenCV can decode)"
+                        + (f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""))
     return LabelTable(paths, np.asarray(labels, dtype=np.int64).reshape(-1, 3), names)
 
 
