@@ -139,6 +139,14 @@ def test_config_errors_name_the_key():
         load_config(REPO / "configs" / "train" / "dora.yaml", ["run.device=gpu"])
 
 
+def test_export_command_carries_the_training_crop_margin(faces, tmp_path):
+    from training.train import export_command
+
+    config = tiny_config(faces, tmp_path, "dora", "data.crop_margin=0.2")
+    assert "--crop-margin 0.2" in export_command(config, tmp_path / "best", writes_backbone=False)
+    assert "--crop-margin" not in export_command(tiny_config(faces, tmp_path), tmp_path / "best", False)
+
+
 # --- losses, samplers, parameter groups ------------------------------------------------------------------
 def test_missing_labels_contribute_no_loss_and_no_gradient():
     from training.losses import MultiTaskLoss

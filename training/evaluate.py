@@ -74,21 +74,22 @@ def save_confusion_png(confusion: list[list[int]], labels: list[str], title: str
     plt.close(figure)
 
 
-def predict_onnx(path: str, crops: np.ndarray, batch: int) -> dict[str, np.ndarray]:
+def predict_onnx(path: str, input_name: str, crops: np.ndarray, batch: int) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     outputs = {n: [] for n in names}
     for start in range(0, len(crops), batch):
-        for name, value in zip(names, session.run(None, {"images": crops[start:start + batch]})):
+        for name, value in zip(names, session.run(None, {input_name: crops[start:start + batch]})):
             outputs[name].append(value.argmax(1))
         log.info("evaluated %d/%d faces", min(start + batch, len(crops)), len(crops))
     return {n: np.concatenate(v) for n, v in outputs.items()}
 
 
 def checkpoint_model(directory: Path, backbone: str | None, weights: str | None):
-    """The eval-mode PyTorch model of a training output (`<out>/best`), built the way export builds it."""
+    """(the eval-mode PyTorch model of a training output (`<out>/best`), built the way export builds it;
+    the crop margin it was trained with)."""
     from export.adapters import ADAPTER_WEIGHTS, CUSTOM_LAYERS
     from export.build import build_model
     from training.checkpoint import BACKBONE_WEIGHTS, TRAINING_JSON
@@ -102,7 +103,8 @@ def checkpoint_model(directory: Path, backbone: str | None, weights: str | None)
         weights = str(directory / BACKBONE_WEIGHTS) if (directory / BACKBONE_WEIGHTS).is_file() else summary.get("base_weights")
     adapters = directory if (directory / ADAPTER_WEIGHTS).is_file() else None
     heads = None if adapters else directory / CUSTOM_LAYERS
-    return build_model(backbone, weights=weights, adapters=adapters, heads=heads)
+    margin = float(summary.get("config", {}).get("data", {}).get("crop_margin", 0.0))
+    return build_model(backbone, weights=weights, adapters=adapters, heads=heads), margin
 
 
 def predict_torch(model, crops: np.ndarray, batch: int) -> dict[str, np.ndarray]:
@@ -159,11 +161,12 @@ def main(argv=None) -> int:
             info = read_model_info(args.onnx)
             size, margin, model = info.input_size, info.crop_margin, None
         else:
-            model = checkpoint_model(Path(args.checkpoint), args.backbone, args.weights)
-            size, margin = model.config.image_size, 0.0
+            model, margin = checkpoint_model(Path(args.checkpoint), args.backbone, args.weights)
+            size = model.config.image_size
         root, kind = (args.images, "images") if args.images else (args.crops, "crops")
         crops, labels, datasets = load_faces(args.labels, root, kind, size, margin)
-        predictions = predict_onnx(args.onnx, crops, args.batch) if args.onnx else predict_torch(model, crops, args.batch)
+        predictions = (predict_onnx(args.onnx, info.input_name, crops, args.batch) if args.onnx
+                       else predict_torch(model, crops, args.batch))
     except (DataError, CheckpointError, ConfigError, ModelMetadataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -38,6 +38,8 @@ def export_command(config: TrainConfig, best: Path, writes_backbone: bool) -> st
         parts.append(f"--heads {best / 'custom_layers.pt'}")
     else:
         parts.append(f"--adapters {best}")
+    if config.data.crop_margin:  # the runtime must cut faces as training did (the margin lives in the metadata)
+        parts.append(f"--crop-margin {config.data.crop_margin}")
     return " ".join(parts + [f"--out {Path(config.run.out) / 'model.onnx'}"])
 
 

@@ -63,6 +63,11 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+
+
 def labels_by_task(labels: torch.Tensor, tasks: list[str]) -> dict[str, torch.Tensor]:
     return {task: labels[:, THESIS_TASKS.index(task)] for task in tasks}
 
@@ -121,10 +126,10 @@ class Trainer:
             loss, parts = self.step(images, labels)
             total, seen = total + loss, seen + len(images)
             if index % run.log_every == 0 or index == steps:
-                rate = seen / (time.perf_counter() - start)
+                elapsed = time.perf_counter() - start
                 tasks = " ".join(f"{t.lower()} {v:.3f}" for t, v in parts.items())
-                log.info("epoch %d/%d step %d/%d loss %.4f (%s) %.1f samples/s", epoch, run.epochs, index, steps,
-                         loss, tasks, rate)
+                log.info("epoch %d/%d step %d/%d loss %.4f (%s) %.1f samples/s, epoch ends in %s", epoch, run.epochs,
+                         index, steps, loss, tasks, seen / elapsed, _duration(elapsed / index * (steps - index)))
             if index >= steps:
                 break
         return total / max(1, steps), seen / (time.perf_counter() - start)
@@ -133,6 +138,7 @@ class Trainer:
     def validate(self) -> tuple[float, dict[str, float], dict[str, float]]:
         """(sum over tasks of mean CE, per-task CE, per-task accuracy) on the validation set."""
         self.model.eval()
+        log.info("validating on %d faces", len(self.val_loader.dataset))
         loss_sum = {t: 0.0 for t in self.tasks}
         count = {t: 0 for t in self.tasks}
         correct = {t: 0 for t in self.tasks}
