@@ -1,16 +1,12 @@
 """The live pipeline: capture → detect → track → classify → smooth → events (design.md, "Runtime stages").
 
-Threads: capture (runtime.capture), perception (here), classifier (runtime.classifier), events
-(runtime.events); the caller's thread polls `results()` for the overlay, or calls `run()`.
-Perception is the only writer of track and attribute state; per frame it
-  1. converts the frame to RGB once, detects faces and updates the tracker;
-  2. folds the classifier's returned readings into each track's smoother (→ attribute events);
-  3. picks the tracks due for classification, crops them at the model's size and margin, submits them;
-  4. publishes a FrameResult (real-time mode: newest wins; fast mode: lossless).
-Without a model, steps 2 and 3 are skipped: detection, tracking and the overlay still run.
-Tracking, the policy, smoothing and hysteresis run on the stream's clock (`Frame.stream_time`: a file's
-frame position, a live source's capture time), so a file scored in fast mode gives the same tracks however
-fast the machine or the caller is; latencies and events' `timestamp` use the monotonic capture time.
+Threads: capture (runtime.capture), perception (runtime.perception, fed by the loop here), classifier
+(runtime.classifier), events (runtime.events); the caller's thread polls `results()` for the overlay, or
+calls `run()`. The perception thread takes each frame from capture, turns it into a FrameResult (and
+FaceEvents) and publishes it (real-time mode: newest wins; fast mode: lossless). Without a model, there is
+no classifier thread: detection, tracking and the overlay still run. Tracking runs on the stream's clock
+(`Frame.stream_time`), so a file scored in fast mode gives the same tracks however fast the machine or the
+caller is; latencies use the monotonic capture time.
 
     pipeline = Pipeline(load_config("configs/laptop.yaml"))
     pipeline.on("attributes_ready", lambda event: print(event.track_id, event.attributes.age_years))
@@ -24,26 +20,20 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
 
 import cv2
-import numpy as np
 
 from runtime.backends import Backend, open_backend
 from runtime.capture import Capture
-from runtime.classifier import Classifier, ClassificationResult, CropRequest
-from runtime.config import Config, ConfigError
-from runtime.crop import crop_face
-from runtime.detector import FaceDetector
+from runtime.classifier import Classifier
+from runtime.config import Config
 from runtime.events import Callback, EventBus
 from runtime.jsonl import RANDOM_WEIGHTS_WARNING
 from runtime.metadata import ModelInfo
-from runtime.policy import DUE, Candidate, overdue, readiness, select
-from runtime.quality import face_quality
-from runtime.smoothing import TrackSmoother, smoothing_settings
+from runtime.perception import Perception
+from runtime.smoothing import smoothing_settings
 from runtime.stats import LatencyRecorder, PipelineStats
-from runtime.tracker import FaceTracker
-from runtime.types import Attributes, EventKind, FaceEvent, Frame, FrameResult, Track, TrackResult
+from runtime.types import EventKind, Frame, FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +43,6 @@ NO_MODEL_MESSAGE = (
     "(README, section 'Export a model') and pass it with --model MODEL.onnx"
 )
 RESULTS_WAITING = {"fast": 4, "realtime": 1}  # FrameResults waiting for the caller; real time keeps the newest
-
-
-@dataclass
-class _TrackState:
-    """What perception keeps per confirmed track beside the tracker's own state."""
-
-    smoother: TrackSmoother | None
-    ready_sent: bool = False
 
 
 class Pipeline:
@@ -76,18 +58,13 @@ class Pipeline:
         self._smoothing = smoothing_settings(config.smoothing, self.info) if self.info is not None else None
         self.capture: Capture | None = None
         self.classifier: Classifier | None = None
-        self._tracker: FaceTracker | None = None
-        self._detector: FaceDetector | None = None
-        self._tracks: dict[int, _TrackState] = {}
-        self._in_flight: set[int] = set()
+        self.perception: Perception | None = None
         self._results: queue.Queue[FrameResult] = queue.Queue(maxsize=RESULTS_WAITING[config.source.mode])
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at: float | None = None
         self._perception_ended_at: float | None = None
         self.error: BaseException | None = None
-        self.frames_processed = 0
-        self.requests_deferred = 0
 
     # --- API ---------------------------------------------------------------------------------------
 
@@ -100,6 +77,15 @@ class Pipeline:
     @property
     def random_weights(self) -> bool:
         return self.info is not None and self.info.random_weights
+
+    @property
+    def frames_processed(self) -> int:
+        return self.perception.frames_processed if self.perception is not None else 0
+
+    @property
+    def requests_deferred(self) -> int:
+        """Due crops the classifier could not take when they were due."""
+        return self.perception.requests_deferred if self.perception is not None else 0
 
     def on(self, kind: EventKind | str, callback: Callback) -> None:
         """Call `callback(event)` on the event thread for every event of this kind."""
@@ -118,27 +104,25 @@ class Pipeline:
             log.warning(NO_MODEL_MESSAGE)
         elif self.info.random_weights:
             log.warning("model %s: %s", self.model_label, RANDOM_WEIGHTS_WARNING)
-        try:
-            self._tracker = FaceTracker(config.tracker.confirm_hits, config.tracker.lost_after, config.tracker.remove_after,
-                                        max_tracks=config.tracker.max_tracks, **config.tracker.association)
-        except TypeError as error:
-            raise ConfigError(f"tracker.association: {error}") from None
-        self._detector = FaceDetector(config.detector.model, config.detector.min_confidence, config.detector.min_face_size)
+        classifier = None
+        if self.backend is not None:  # built here, started below: perception needs its queues
+            classifier = Classifier(self.backend, config.classifier.max_batch, config.classifier.batch_wait,
+                                    config.classifier.queue_size, self.latencies)
+        self.perception = Perception(config, self.info, self._smoothing, classifier, self.events, self.latencies)
+        self.classifier = classifier
         self.capture = Capture(config.source.uri, mode=config.source.mode, pace_files=config.source.pace_files,
                                live=True if config.source.loop else None,  # a live file is reopened at its end
                                reopen_initial_delay=config.source.reopen_initial_delay,
                                reopen_max_delay=config.source.reopen_max_delay,
                                reopen_attempts=config.source.reopen_attempts)
-        if self.backend is not None:
-            self.classifier = Classifier(self.backend, config.classifier.max_batch, config.classifier.batch_wait,
-                                         config.classifier.queue_size, self.latencies)
+        if self.classifier is not None:
             self.classifier.start()
             if wait_for_model:
                 self.classifier.ready.wait()
         try:
             self.capture.start()
         except BaseException:
-            self._detector.close()
+            self.perception.close()
             if self.classifier is not None:
                 self.classifier.stop()
             raise
@@ -169,9 +153,8 @@ class Pipeline:
         if self.classifier is not None:
             self.classifier.stop()
         self.events.close(self.config.events.shutdown_timeout)
-        if self._detector is not None:
-            self._detector.close()
-            self._detector = None
+        if self.perception is not None:
+            self.perception.close()
 
     def close(self) -> None:
         """Stop, and release the model."""
@@ -241,105 +224,13 @@ class Pipeline:
                         break
                     continue
                 last_frame = frame
-                self._publish(self._process(frame))
+                self._publish(self.perception.process(frame))
         except BaseException as error:
             log.error("perception stopped: %s", error)
             self.error = error
         finally:
             self._perception_ended_at = time.monotonic()
-            self._close_tracks(last_frame)
-
-    def _process(self, frame: Frame) -> FrameResult:
-        latencies = {"capture": time.monotonic() - frame.timestamp}
-        started = time.monotonic()
-        now = frame.stream_time
-        rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
-        detections = self._detector.detect(rgb, now)
-        latencies["detect"], started = _lap(started)
-        update = self._tracker.update(detections, now)
-        latencies["track"], started = _lap(started)
-        for track in update.appeared:
-            smoother = TrackSmoother(self.info, self._smoothing) if self.info is not None else None
-            self._tracks[track.id] = _TrackState(smoother)
-            self._emit(EventKind.APPEARED, track, frame)
-        if self.classifier is not None:
-            infer = self._apply_results(self.classifier.results(), update.tracks)
-            if infer:
-                latencies["infer"] = infer
-            latencies["smooth"], started = _lap(started)
-            self._request_classifications(update.tracks, rgb, frame)
-            latencies["crop"], started = _lap(started)
-        for track in update.disappeared:
-            self._emit(EventKind.DISAPPEARED, track, frame)
-            self._tracks.pop(track.id, None)
-            self._in_flight.discard(track.id)
-        for stage, seconds in latencies.items():
-            if stage != "infer":  # the classifier records its own
-                self.latencies.add(stage, seconds)
-        self.frames_processed += 1
-        tracks = [TrackResult(track, self._attributes(track.id)) for track in update.tracks]
-        return FrameResult(frame=frame, tracks=tracks, latencies=latencies)
-
-    def _apply_results(self, results: list[ClassificationResult], tracks: list[Track]) -> float:
-        """Fold returned readings into the smoothers; emit attribute events. Returns the longest inference."""
-        boxes = {track.id: track.box for track in tracks}
-        infer = 0.0
-        for result in results:
-            self._in_flight.discard(result.track_id)
-            infer = max(infer, result.infer_seconds)
-            state = self._tracks.get(result.track_id)
-            if state is None or state.smoother is None:
-                continue  # the track disappeared while its crop was being classified
-            changes = state.smoother.update(result.logits, result.quality, result.media_time)
-            box = boxes.get(result.track_id, (0.0, 0.0, 0.0, 0.0))
-            if not state.ready_sent and state.smoother.ready(self.config.events.min_observations):
-                state.ready_sent = True
-                self._emit_attributes(EventKind.ATTRIBUTES_READY, result, box, state)
-            elif state.ready_sent and changes:  # before `attributes_ready` no label has been announced
-                self._emit_attributes(EventKind.ATTRIBUTE_CHANGED, result, box, state, changes)
-        return infer
-
-    def _request_classifications(self, tracks: list[Track], rgb: np.ndarray, frame: Frame) -> None:
-        size, margin = self.info.input_size, self.info.crop_margin
-        now = frame.stream_time
-        policy = self.config.policy
-        candidates = []
-        ready = [(track, readiness(track, now, policy.interval, policy.batch_fill, self._in_flight)) for track in tracks]
-        if not any(kind == DUE for _, kind in ready):
-            return  # early tracks only ride along with a due one
-        for track, kind in ready:
-            if kind is None:
-                continue
-            box = track.detection.box
-            crop = crop_face(rgb, box, size, margin)
-            # quality on a crop of one fixed size, so sharpness compares across faces and models
-            reference = crop_face(rgb, box, int(policy.reference_side), margin)
-            quality = face_quality(track.detection, reference, policy.reference_side, policy.sharpness_reference)
-            late = overdue(track, now, policy.interval, policy.max_quality_wait)
-            candidates.append(Candidate(track, crop, quality.total, kind, late))
-        selection = select(candidates, self.classifier.capacity(), self.classifier.max_batch, policy.min_quality)
-        self.requests_deferred += selection.deferred
-        for candidate in selection.chosen:
-            request = CropRequest(candidate.track.id, candidate.crop, candidate.quality, frame.timestamp, now)
-            if not self.classifier.submit(request):
-                self.requests_deferred += 1
-                continue
-            self._in_flight.add(candidate.track.id)
-            self._tracker.mark_classified(candidate.track.id, now)
-
-    def _attributes(self, track_id: int) -> Attributes:
-        state = self._tracks.get(track_id)
-        if state is None or state.smoother is None:
-            return Attributes()
-        return state.smoother.attributes()
-
-    def _emit(self, kind: EventKind, track: Track, frame: Frame) -> None:
-        self.events.emit(FaceEvent(kind, track.id, frame.timestamp, track.box, self._attributes(track.id),
-                                   media_time=frame.stream_time))
-
-    def _emit_attributes(self, kind, result: ClassificationResult, box, state: _TrackState, changes=None) -> None:
-        self.events.emit(FaceEvent(kind, result.track_id, result.timestamp, box, state.smoother.attributes(),
-                                   changes or {}, media_time=result.media_time))
+            self.perception.close_tracks(last_frame)
 
     def _publish(self, result: FrameResult) -> None:
         """Fast mode: wait for the caller (lossless). Real time: the newest result replaces an untaken one."""
@@ -360,20 +251,6 @@ class Pipeline:
                     self._results.get_nowait()
                 except queue.Empty:
                     pass
-
-    def _close_tracks(self, last_frame: Frame | None) -> None:
-        """At the end: `disappeared` for every confirmed track still alive, so each `appeared` is matched."""
-        if self._tracker is None:
-            return
-        for track in self._tracker.close_all():
-            if track.id in self._tracks:  # a track in self._tracks appeared, so a frame was processed
-                self._emit(EventKind.DISAPPEARED, track, last_frame)
-        self._tracks.clear()
-
-
-def _lap(started: float) -> tuple[float, float]:
-    now = time.monotonic()
-    return now - started, now
 
 
 def _lower_priority(nice: int) -> None:

@@ -1,0 +1,170 @@
+"""Perception: one Frame in, one FrameResult and its FaceEvents out (design.md, "Threads").
+
+Perception is the only writer of track and attribute state; per frame it
+  1. converts the frame to RGB once, detects faces and updates the tracker;
+  2. folds the classifier's returned readings into each track's smoother (→ attribute events);
+  3. picks the tracks due for classification, crops them at the model's size and margin, submits them.
+It talks to the classifier only through its request and result queues (`submit`, `results`).
+Without a model, steps 2 and 3 are skipped: detection and tracking still run.
+Tracking, the policy, smoothing and hysteresis run on the stream's clock (`Frame.stream_time`); events'
+`timestamp` is the monotonic capture time. The loop that feeds it frames lives in runtime.pipeline.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from runtime.classifier import Classifier, ClassificationResult, CropRequest
+from runtime.config import Config, ConfigError
+from runtime.crop import crop_face
+from runtime.detector import FaceDetector
+from runtime.events import EventBus
+from runtime.metadata import ModelInfo
+from runtime.policy import DUE, Candidate, overdue, readiness, select
+from runtime.quality import face_quality
+from runtime.smoothing import SmoothingSettings, TrackSmoother
+from runtime.stats import LatencyRecorder
+from runtime.tracker import FaceTracker
+from runtime.types import Attributes, Box, EventKind, FaceEvent, Frame, FrameResult, Track, TrackResult
+
+
+@dataclass
+class _TrackAttributeState:
+    """What perception keeps per confirmed track beside the tracker's own state."""
+
+    smoother: TrackSmoother | None  # None without a model
+    ready_sent: bool = False  # `attributes_ready` has been emitted
+
+
+class Perception:
+    def __init__(self, config: Config, info: ModelInfo | None, smoothing: SmoothingSettings | None,
+                 classifier: Classifier | None, events: EventBus, latencies: LatencyRecorder):
+        """Opens the tracker (ConfigError for bad `tracker.association`) and the detector."""
+        self.config = config
+        self.info = info
+        self.smoothing = smoothing
+        self.classifier = classifier
+        self.events = events
+        self.latencies = latencies
+        try:
+            self.tracker = FaceTracker(config.tracker.confirm_hits, config.tracker.lost_after, config.tracker.remove_after,
+                                       max_tracks=config.tracker.max_tracks, **config.tracker.association)
+        except TypeError as error:
+            raise ConfigError(f"tracker.association: {error}") from None
+        self.detector = FaceDetector(config.detector.model, config.detector.min_confidence, config.detector.min_face_size)
+        self._tracks: dict[int, _TrackAttributeState] = {}  # every track that has `appeared` and not yet disappeared
+        self._in_flight: set[int] = set()  # tracks with a crop at the classifier
+        self.frames_processed = 0
+        self.requests_deferred = 0
+
+    def process(self, frame: Frame) -> FrameResult:
+        latencies = {"capture": time.monotonic() - frame.timestamp}
+        started = time.monotonic()
+        now = frame.stream_time
+        rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+        detections = self.detector.detect(rgb, now)
+        latencies["detect"], started = _lap(started)
+        update = self.tracker.update(detections, now)
+        latencies["track"], started = _lap(started)
+        for track in update.appeared:
+            smoother = TrackSmoother(self.info, self.smoothing) if self.info is not None else None
+            self._tracks[track.id] = _TrackAttributeState(smoother)
+            self._emit(EventKind.APPEARED, track, frame)
+        if self.classifier is not None:
+            infer = self._apply_results(self.classifier.results(), update.tracks)
+            if infer:
+                latencies["infer"] = infer
+            latencies["smooth"], started = _lap(started)
+            self._request_classifications(update.tracks, rgb, frame)
+            latencies["crop"], started = _lap(started)
+        for track in update.disappeared:
+            self._emit(EventKind.DISAPPEARED, track, frame)
+            self._tracks.pop(track.id, None)
+            self._in_flight.discard(track.id)
+        for stage, seconds in latencies.items():
+            if stage != "infer":  # the classifier records its own
+                self.latencies.add(stage, seconds)
+        self.frames_processed += 1
+        tracks = [TrackResult(track, self._attributes(track.id)) for track in update.tracks]
+        return FrameResult(frame=frame, tracks=tracks, latencies=latencies)
+
+    def close_tracks(self, last_frame: Frame | None) -> None:
+        """At the end: `disappeared` for every confirmed track still alive, so each `appeared` is matched."""
+        for track in self.tracker.close_all():
+            if track.id in self._tracks:  # a track in self._tracks appeared, so a frame was processed
+                self._emit(EventKind.DISAPPEARED, track, last_frame)
+        self._tracks.clear()
+
+    def close(self) -> None:
+        """Release the detector. Idempotent."""
+        self.detector.close()
+
+    def _apply_results(self, results: list[ClassificationResult], tracks: list[Track]) -> float:
+        """Fold returned readings into the smoothers; emit attribute events. Returns the longest inference."""
+        boxes = {track.id: track.box for track in tracks}
+        infer = 0.0
+        for result in results:
+            self._in_flight.discard(result.track_id)
+            infer = max(infer, result.infer_seconds)
+            state = self._tracks.get(result.track_id)
+            if state is None or state.smoother is None:
+                continue  # the track disappeared while its crop was being classified
+            changes = state.smoother.update(result.logits, result.quality, result.media_time)
+            box = boxes.get(result.track_id, (0.0, 0.0, 0.0, 0.0))
+            if not state.ready_sent and state.smoother.ready(self.config.events.min_observations):
+                state.ready_sent = True
+                self._emit_attributes(EventKind.ATTRIBUTES_READY, result, box, state)
+            elif state.ready_sent and changes:  # before `attributes_ready` no label has been announced
+                self._emit_attributes(EventKind.ATTRIBUTE_CHANGED, result, box, state, changes)
+        return infer
+
+    def _request_classifications(self, tracks: list[Track], rgb: np.ndarray, frame: Frame) -> None:
+        size, margin = self.info.input_size, self.info.crop_margin
+        now = frame.stream_time
+        policy = self.config.policy
+        candidates = []
+        ready = [(track, readiness(track, now, policy.interval, policy.batch_fill, self._in_flight)) for track in tracks]
+        if not any(kind == DUE for _, kind in ready):
+            return  # early tracks only ride along with a due one
+        for track, kind in ready:
+            if kind is None:
+                continue
+            box = track.detection.box
+            crop = crop_face(rgb, box, size, margin)
+            # quality on a crop of one fixed size, so sharpness compares across faces and models
+            reference = crop_face(rgb, box, int(policy.reference_side), margin)
+            quality = face_quality(track.detection, reference, policy.reference_side, policy.sharpness_reference)
+            late = overdue(track, now, policy.interval, policy.max_quality_wait)
+            candidates.append(Candidate(track, crop, quality.total, kind, late))
+        selection = select(candidates, self.classifier.capacity(), self.classifier.max_batch, policy.min_quality)
+        self.requests_deferred += selection.deferred
+        for candidate in selection.chosen:
+            request = CropRequest(candidate.track.id, candidate.crop, candidate.quality, frame.timestamp, now)
+            if not self.classifier.submit(request):
+                self.requests_deferred += 1
+                continue
+            self._in_flight.add(candidate.track.id)
+            self.tracker.mark_classified(candidate.track.id, now)
+
+    def _attributes(self, track_id: int) -> Attributes:
+        state = self._tracks.get(track_id)
+        if state is None or state.smoother is None:
+            return Attributes()
+        return state.smoother.attributes()
+
+    def _emit(self, kind: EventKind, track: Track, frame: Frame) -> None:
+        self.events.emit(FaceEvent(kind, track.id, frame.timestamp, track.box, self._attributes(track.id),
+                                   media_time=frame.stream_time))
+
+    def _emit_attributes(self, kind: EventKind, result: ClassificationResult, box: Box,
+                         state: _TrackAttributeState, changes: dict | None = None) -> None:
+        self.events.emit(FaceEvent(kind, result.track_id, result.timestamp, box, state.smoother.attributes(),
+                                   changes or {}, media_time=result.media_time))
+
+
+def _lap(started: float) -> tuple[float, float]:
+    now = time.monotonic()
+    return now - started, now
