@@ -1,9 +1,11 @@
 """The classifier thread: batches face crops and runs one inference per batch (design.md, "Threads").
 
-Perception submits `CropRequest`s; the thread takes the first one, waits up to `batch_wait` for more
-(at most `max_batch`), runs the backend once and puts one `ClassificationResult` per crop on the
-result queue that perception drains. Both queues are bounded: `capacity()` tells perception how many
-more requests the classifier can take, so nothing is ever queued without bound.
+Perception submits `CropRequest`s, one frame's crops as one round (`submit_round`); the thread takes the
+first one, waits until that round is fully queued and up to `batch_wait` for more (at most `max_batch`), runs
+the backend once and puts one `ClassificationResult` per crop on the result queue that perception drains
+(`results()` never blocks; `wait_results()` waits for the crops still being classified: offline scoring and
+the end of a stream). Both queues are bounded: `capacity()` tells perception how many more requests the
+classifier can take, so nothing is ever queued without bound.
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ class Classifier:
         self._results: queue.Queue[ClassificationResult] = queue.Queue(maxsize=self.max_outstanding)
         self._outstanding = 0
         self._lock = threading.Lock()
+        self._round = threading.Lock()  # held while a round is being queued, so a batch never splits it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None  # set when the backend failed; the thread has stopped
@@ -83,6 +86,14 @@ class Classifier:
             self._outstanding += 1
         return True
 
+    def submit_round(self, requests: list[CropRequest]) -> int:
+        """Queue one frame's requests so that they share a batch; returns how many were accepted (the first ones)."""
+        with self._round:
+            for accepted, request in enumerate(requests):
+                if not self.submit(request):
+                    return accepted
+        return len(requests)
+
     def results(self) -> list[ClassificationResult]:
         """Every result that has arrived since the last call (never blocks)."""
         drained = []
@@ -93,6 +104,25 @@ class Classifier:
                 break
         with self._lock:
             self._outstanding -= len(drained)
+        return drained
+
+    def wait_results(self, timeout: float | None = None,
+                     cancel: threading.Event | None = None) -> list[ClassificationResult]:
+        """Every result still to come for the submitted requests, waiting up to `timeout` seconds (None: no
+        limit); returns early with what has arrived when the classifier failed or stopped or `cancel` is set."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        drained = []
+        while not self.idle() and self.error is None and self._thread is not None and self._thread.is_alive():
+            wait = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if wait <= 0 or (cancel is not None and cancel.is_set()):
+                break
+            try:
+                result = self._results.get(timeout=wait)
+            except queue.Empty:
+                continue
+            with self._lock:
+                self._outstanding -= 1
+            drained.append(result)
         return drained
 
     def idle(self) -> bool:
@@ -153,6 +183,8 @@ class Classifier:
             batch = [self._requests.get(timeout=0.1)]
         except queue.Empty:
             return []
+        with self._round:  # a round being queued is complete before the batch closes
+            pass
         deadline = time.monotonic() + self.batch_wait
         while len(batch) < self.max_batch:
             try:

@@ -60,6 +60,8 @@ class ClassifierConfig:
     max_batch: int = 8
     batch_wait: float = 0.005  # seconds to wait for more crops after the first one of a batch
     queue_size: int = 8  # crop requests waiting for the classifier; more are deferred, never queued
+    synchronous: bool = False  # perception waits for a frame's classifications before the next frame (offline scoring)
+    drain_timeout: float = 10.0  # seconds to wait, at the end of a stream, for the crops still being classified
     perception_nice: int = 0  # Linux: niceness added to the perception thread, so a busy CPU favours the classifier
     # GPU (runtime/backends/providers.py, tensorrt.py); ignored on the CPU provider
     opt_batch: int = 1  # TensorRT profile: min 1, opt this (usual faces per round), max max_batch
@@ -140,6 +142,7 @@ def validate(config: Config, origin: str) -> None:
         (config.classifier.queue_size >= 1, "classifier.queue_size", "must be >= 1"),
         (config.classifier.intra_op_threads >= 0, "classifier.intra_op_threads", "must be >= 0"),
         (config.classifier.batch_wait >= 0, "classifier.batch_wait", "must be >= 0"),
+        (config.classifier.drain_timeout >= 0, "classifier.drain_timeout", "must be >= 0"),
         (config.policy.interval > 0, "policy.interval", "must be > 0"),
         (0.0 <= config.policy.batch_fill <= 1.0, "policy.batch_fill", "must be in [0, 1]"),
         (config.policy.reference_side >= 8, "policy.reference_side", "must be >= 8 pixels"),

@@ -3,14 +3,20 @@
 Perception is the only writer of track and attribute state; per frame it
   1. converts the frame to RGB once, detects faces and updates the tracker;
   2. folds the classifier's returned readings into each track's smoother (→ attribute events);
-  3. picks the tracks due for classification, crops them at the model's size and margin, submits them.
-It talks to the classifier only through its request and result queues (`submit`, `results`).
+  3. picks the tracks due for classification, crops them at the model's size and margin, submits them
+     as one round; with `classifier.synchronous` it then waits for their readings and folds them in (2.),
+     so an offline run gives the same attributes and events on any CPU.
+It talks to the classifier only through its request and result queues (`submit_round`, `results`,
+`wait_results`). At the end of a stream `finish_classifications` folds in the crops still being classified,
+so their attribute events come before the final `disappeared` (`close_tracks`).
 Without a model, steps 2 and 3 are skipped: detection and tracking still run.
 Tracking, the policy, smoothing and hysteresis run on the stream's clock (`Frame.stream_time`); events'
 `timestamp` is the monotonic capture time. The loop that feeds it frames lives in runtime.pipeline.
 """
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -30,6 +36,8 @@ from runtime.stats import LatencyRecorder
 from runtime.tracker import FaceTracker
 from runtime.types import Attributes, Box, EventKind, FaceEvent, Frame, FrameResult, Track, TrackResult
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class _TrackAttributeState:
@@ -41,14 +49,17 @@ class _TrackAttributeState:
 
 class Perception:
     def __init__(self, config: Config, info: ModelInfo | None, smoothing: SmoothingSettings | None,
-                 classifier: Classifier | None, events: EventBus, latencies: LatencyRecorder):
-        """Opens the tracker (ConfigError for bad `tracker.association`) and the detector."""
+                 classifier: Classifier | None, events: EventBus, latencies: LatencyRecorder,
+                 stopping: threading.Event | None = None):
+        """Opens the tracker (ConfigError for bad `tracker.association`) and the detector. `stopping`: set when
+        the pipeline stops; waits for the classifier then end at once."""
         self.config = config
         self.info = info
         self.smoothing = smoothing
         self.classifier = classifier
         self.events = events
         self.latencies = latencies
+        self.stopping = stopping
         try:
             self.tracker = FaceTracker(config.tracker.confirm_hits, config.tracker.lost_after, config.tracker.remove_after,
                                        max_tracks=config.tracker.max_tracks, **config.tracker.association)
@@ -57,6 +68,7 @@ class Perception:
         self.detector = FaceDetector(config.detector.model, config.detector.min_confidence, config.detector.min_face_size)
         self._tracks: dict[int, _TrackAttributeState] = {}  # every track that has `appeared` and not yet disappeared
         self._in_flight: set[int] = set()  # tracks with a crop at the classifier
+        self._tracks_now: list[Track] = []  # the last frame's tracks (boxes for the events of late readings)
         self.frames_processed = 0
         self.requests_deferred = 0
 
@@ -75,11 +87,14 @@ class Perception:
             self._emit(EventKind.APPEARED, track, frame)
         if self.classifier is not None:
             infer = self._apply_results(self.classifier.results(), update.tracks)
-            if infer:
-                latencies["infer"] = infer
             latencies["smooth"], started = _lap(started)
             self._request_classifications(update.tracks, rgb, frame)
             latencies["crop"], started = _lap(started)
+            if self.config.classifier.synchronous:  # this frame's readings before the next frame
+                results = self.classifier.wait_results(None, self.stopping)
+                infer = max(infer, self._apply_results(results, update.tracks))
+            if infer:
+                latencies["infer"] = infer
         for track in update.disappeared:
             self._emit(EventKind.DISAPPEARED, track, frame)
             self._tracks.pop(track.id, None)
@@ -88,8 +103,19 @@ class Perception:
             if stage != "infer":  # the classifier records its own
                 self.latencies.add(stage, seconds)
         self.frames_processed += 1
+        self._tracks_now = update.tracks
         tracks = [TrackResult(track, self._attributes(track.id)) for track in update.tracks]
         return FrameResult(frame=frame, tracks=tracks, latencies=latencies)
+
+    def finish_classifications(self, timeout: float) -> None:
+        """At the end of a stream: wait up to `timeout` seconds for the crops still being classified and fold
+        their readings in, so their attribute events come before `close_tracks`' `disappeared`."""
+        if self.classifier is None or self.classifier.idle():
+            return
+        self._apply_results(self.classifier.wait_results(timeout, self.stopping), self._tracks_now)
+        if not self.classifier.idle():
+            log.warning("end of stream: crops still being classified after %.1f s (classifier.drain_timeout) "
+                        "are left out", timeout)
 
     def close_tracks(self, last_frame: Frame | None) -> None:
         """At the end: `disappeared` for every confirmed track still alive, so each `appeared` is matched."""
@@ -140,12 +166,11 @@ class Perception:
             late = overdue(track, now, policy.interval, policy.max_quality_wait)
             candidates.append(Candidate(track, crop, quality.total, kind, late))
         selection = select(candidates, self.classifier.capacity(), self.classifier.max_batch, policy.min_quality)
-        self.requests_deferred += selection.deferred
-        for candidate in selection.chosen:
-            request = CropRequest(candidate.track.id, candidate.crop, candidate.quality, frame.timestamp, now)
-            if not self.classifier.submit(request):
-                self.requests_deferred += 1
-                continue
+        requests = [CropRequest(candidate.track.id, candidate.crop, candidate.quality, frame.timestamp, now)
+                    for candidate in selection.chosen]
+        accepted = self.classifier.submit_round(requests)
+        self.requests_deferred += selection.deferred + len(requests) - accepted
+        for candidate in selection.chosen[:accepted]:
             self._in_flight.add(candidate.track.id)
             self.tracker.mark_classified(candidate.track.id, now)
 

@@ -6,7 +6,9 @@ calls `run()`. The perception thread takes each frame from capture, turns it int
 FaceEvents) and publishes it (real-time mode: newest wins; fast mode: lossless). Without a model, there is
 no classifier thread: detection, tracking and the overlay still run. Tracking runs on the stream's clock
 (`Frame.stream_time`), so a file scored in fast mode gives the same tracks however fast the machine or the
-caller is; latencies use the monotonic capture time.
+caller is; with `classifier.synchronous` the same attributes and events too. At the normal end of a stream
+the crops still being classified are folded in (up to `classifier.drain_timeout`) before the last
+`disappeared`; stop() skips that wait. Latencies use the monotonic capture time.
 
     pipeline = Pipeline(load_config("configs/laptop.yaml"))
     pipeline.on("attributes_ready", lambda event: print(event.track_id, event.attributes.age_years))
@@ -108,7 +110,8 @@ class Pipeline:
         if self.backend is not None:  # built here, started below: perception needs its queues
             classifier = Classifier(self.backend, config.classifier.max_batch, config.classifier.batch_wait,
                                     config.classifier.queue_size, self.latencies)
-        self.perception = Perception(config, self.info, self._smoothing, classifier, self.events, self.latencies)
+        self.perception = Perception(config, self.info, self._smoothing, classifier, self.events, self.latencies,
+                                     stopping=self._stop)
         self.classifier = classifier
         self.capture = Capture(config.source.uri, mode=config.source.mode, pace_files=config.source.pace_files,
                                live=True if config.source.loop else None,  # a live file is reopened at its end
@@ -211,6 +214,7 @@ class Pipeline:
 
     def _perceive(self) -> None:
         last_frame: Frame | None = None
+        ended = False  # the source ended normally (not an error, not stop())
         _lower_priority(self.config.classifier.perception_nice)
         try:
             while not self._stop.is_set():
@@ -221,6 +225,7 @@ class Pipeline:
                     if self.capture.finished:
                         if self.capture.error is not None:
                             raise self.capture.error
+                        ended = True
                         break
                     continue
                 last_frame = frame
@@ -229,6 +234,8 @@ class Pipeline:
             log.error("perception stopped: %s", error)
             self.error = error
         finally:
+            if ended:
+                self.perception.finish_classifications(self.config.classifier.drain_timeout)
             self._perception_ended_at = time.monotonic()
             self.perception.close_tracks(last_frame)
 

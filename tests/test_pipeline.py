@@ -252,3 +252,66 @@ def test_perception_nice_lowers_only_the_perception_thread():
 
     pipeline.run(check)
     assert seen == [os.getpriority(os.PRIO_PROCESS, 0) + 3]  # the caller's thread keeps its own priority
+
+
+class SlowBackend(RecordingBackend):
+    """The real ONNX Runtime backend, with every run held back: a classifier on a much slower CPU."""
+
+    def __init__(self, backend, delay: float):
+        super().__init__(backend)
+        self.delay = delay
+
+    def run(self, images):
+        time.sleep(self.delay)
+        return super().run(images)
+
+
+def record_events(pipeline):
+    events = []
+    for kind in EventKind:
+        pipeline.on(kind, events.append)
+    return events
+
+
+def labels(event):
+    return tuple(sorted((task, value.label) for task, value in event.attributes.tasks.items()))
+
+
+def test_synchronous_offline_scoring_does_not_depend_on_the_classifier_speed(tiny_model):
+    def run(delay: float):
+        config = fast_config(tiny_model, CLIP, "classifier.synchronous=true", "policy.interval=0.5")
+        backend = SlowBackend(open_backend(tiny_model, config.classifier), delay)
+        pipeline = Pipeline(config, backend=backend)
+        events = record_events(pipeline)
+        frames = []
+        pipeline.run(lambda result: frames.append([(t.track.id, labels(t), t.attributes.observations)
+                                                   for t in result.tracks]))
+        assert pipeline.error is None and len(frames) == 41
+        return [(e.kind, e.track_id, round(e.media_time, 4), labels(e)) for e in events], frames, backend.shapes
+
+    quick_events, quick_frames, quick_batches = run(0.0)
+    slow_events, slow_frames, slow_batches = run(0.2)  # 0.2 s per run: far slower than a frame
+    assert slow_events == quick_events and slow_frames == quick_frames
+    assert slow_batches == quick_batches  # the same crops in the same batches: one run per frame's round
+    kinds = [kind for kind, *_ in quick_events]
+    assert EventKind.ATTRIBUTES_READY in kinds and kinds.count(EventKind.APPEARED) == kinds.count(EventKind.DISAPPEARED)
+    assert any(observations > 0 for tracks in quick_frames for _, _, observations in tracks)
+
+
+def test_crops_in_flight_at_the_end_of_the_stream_are_folded_in_before_disappeared(tiny_model):
+    # asynchronous: a 0.2 s classifier lags far behind the fast run, which ends with crops still being classified
+    config = fast_config(tiny_model, CLIP, "events.min_observations=1")
+    backend = SlowBackend(open_backend(tiny_model, config.classifier), 0.2)
+    pipeline = Pipeline(config, backend=backend)
+    events = record_events(pipeline)
+    pipeline.run(wait_for_model=True)
+    assert pipeline.error is None
+    stats = pipeline.stats()
+    gone = {e.track_id: e for e in events if e.kind == EventKind.DISAPPEARED}
+    assert gone and set(gone) == {e.track_id for e in events if e.kind == EventKind.APPEARED}
+    # every crop the model classified reached its track's smoother, and every track got its readings
+    assert sum(e.attributes.observations for e in gone.values()) == stats.classifications > 0
+    assert all(e.attributes.observations > 0 for e in gone.values())
+    for track_id, event in gone.items():
+        kinds = [e.kind for e in events if e.track_id == track_id]
+        assert kinds.index(EventKind.ATTRIBUTES_READY) < kinds.index(EventKind.DISAPPEARED) == len(kinds) - 1
