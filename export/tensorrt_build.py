@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from runtime.backends import BackendError
-from runtime.backends.providers import profile_shapes
+from runtime.backends.providers import ProfileShapes, profile_shapes
 from runtime.backends.tensorrt import current_target, import_cudart, import_tensorrt, sidecar_document, sidecar_path
 from runtime.metadata import ModelMetadataError, read_model_info
 
@@ -56,16 +56,16 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, max_batch: int 
         details = "; ".join(f"{e.node_name()} ({e.node_operator()}): {e.desc()}" for e in errors)
         raise EngineBuildError(f"TensorRT could not parse {onnx_path}: {details}")
 
+    shapes = profile_shapes(info, max_batch, opt_batch)
+    check_network_input(network, shapes, onnx_path)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb * 1024**2)
     config.builder_optimization_level = optimization_level
-    shapes = profile_shapes(info, max_batch, opt_batch)
     profile = builder.create_optimization_profile()
     profile.set_shape(shapes.input_name, shapes.min, shapes.opt, shapes.max)
     if config.add_optimization_profile(profile) < 0:
         raise EngineBuildError(f"invalid optimisation profile {shapes}")
-    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)  # a cache from another GPU is refused, not trusted
+    cache = attach_timing_cache(config, timing_cache)  # held until the build is done, as TensorRT requires
 
     plan = builder.build_serialized_network(network, config)
     if plan is None:
@@ -77,6 +77,34 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, max_batch: int 
     write_atomically(sidecar_path(engine_path), json.dumps(document, indent=1).encode())
     log.info("wrote %s and %s", engine_path, sidecar_path(engine_path))
     return engine_path
+
+
+def check_network_input(network, shapes: ProfileShapes, onnx_path: Path) -> None:
+    """The parsed network has one input, the metadata's, with a dynamic batch and the fixed dims the profile uses."""
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    names = [tensor.name for tensor in inputs]
+    if names != [shapes.input_name]:
+        raise EngineBuildError(f"{onnx_path}: network inputs {names}, the metadata says [{shapes.input_name!r}]")
+    dims = tuple(inputs[0].shape)
+    if len(dims) != len(shapes.max) or any(d not in (-1, m) for d, m in zip(dims, shapes.max)):
+        raise EngineBuildError(f"{onnx_path}: input {shapes.input_name!r} has shape {dims}, the profile needs "
+                               f"(-1 or N, {', '.join(map(str, shapes.max[1:]))})")
+
+
+def attach_timing_cache(config, path: Path):
+    """Reuse the timing cache at `path`; one from another GPU or TensorRT version, or an unreadable one, is
+    replaced by an empty cache (with a warning) rather than trusted (`ignore_mismatch=False`)."""
+    saved = path.read_bytes() if path.is_file() else b""
+    try:
+        cache = config.create_timing_cache(saved)
+    except Exception:  # corrupt bytes: the binding raises instead of returning None in some versions
+        cache = None
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache
+    log.warning("timing cache %s is unreadable or from another GPU/TensorRT version: starting an empty one", path)
+    cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -111,8 +111,18 @@ def cuda_check(cudart, result, what: str):
     """cuda-python returns (error, *values); the values are undefined on error, so check first."""
     error, *values = result if isinstance(result, tuple) else (result,)
     if error != cudart.cudaError_t.cudaSuccess:
-        raise BackendError(f"CUDA {what} failed: {error!r}")
+        raise BackendError(f"CUDA {what} failed: {cuda_error_text(cudart, error)}")
     return values[0] if len(values) == 1 else (values or None)
+
+
+def cuda_error_text(cudart, error) -> str:
+    name = getattr(error, "name", str(error))
+    status, text = cudart.cudaGetErrorString(error)
+    if status == cudart.cudaError_t.cudaSuccess:
+        name += f" ({text.decode(errors='replace') if isinstance(text, bytes) else text})"
+    if "InsufficientDriver" in name:  # cuda-python 13 on a CUDA 12 driver (JetPack 6), or no NVIDIA driver at all
+        name += "; is there an NVIDIA GPU and driver? JetPack 6 (CUDA 12.6) needs pip install 'cuda-python>=12.6,<13'"
+    return name
 
 
 def stream_handle(stream) -> int:
@@ -144,7 +154,11 @@ class TensorRTBackend:
         self._buffers: list[int] = []
         self._stream = None
         self._load(path)
-        self._allocate(config.max_batch)
+        try:
+            self._allocate(config.max_batch)
+        except BaseException:
+            self.close()  # free what was allocated before the failure
+            raise
         log.info("engine %s: %s %s, TensorRT %s, batch <= %d, tasks %s", path.name, self.info.backbone,
                  self.info.precision, built.tensorrt_version, self.max_batch, self.info.task_names)
 
@@ -162,26 +176,29 @@ class TensorRTBackend:
             raise ModelMetadataError(f"{path}: engine inputs {inputs}, the metadata says [{self.info.input_name!r}]")
         if trt.nptype(self.engine.get_tensor_dtype(self.info.input_name)) != np.uint8:
             raise ModelMetadataError(f"{path}: input {self.info.input_name!r} is not uint8")
-        missing = [t for t in self.info.task_names if t not in names]
+        self._output_names = [n for n in names if n not in inputs]
+        missing = [t for t in self.info.task_names if t not in self._output_names]
         if missing:
             raise ModelMetadataError(f"{path}: metadata lists tasks {missing} that are not engine outputs {names}")
 
     def _allocate(self, max_batch: int) -> None:
-        """Device buffers for the largest batch, bound once; one stream for copies and execution."""
+        """Device buffers for the largest batch of every I/O tensor (an engine output that is not a task too:
+        TensorRT needs an address for each); one stream for copies and execution."""
         cudart, engine = self._cudart, self.engine
         profile_max = engine.get_tensor_profile_shape(self.info.input_name, 0)[2][0]
         self.max_batch = min(max_batch, int(profile_max))
         self._stream = cuda_check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self._outputs: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
         size = self.info.input_size
-        self._input = self._malloc(self.max_batch * size * size * 3)
-        self.context.set_tensor_address(self.info.input_name, self._input)
-        for name in self.info.task_names:
+        self._addresses = {self.info.input_name: self._malloc(self.max_batch * size * size * 3)}
+        self._output_dtypes: dict[str, np.dtype] = {}
+        for name in self._output_names:
             dtype = np.dtype(self._trt.nptype(engine.get_tensor_dtype(name)))
-            classes = tuple(int(d) for d in engine.get_tensor_shape(name))[1:]
-            pointer = self._malloc(self.max_batch * int(np.prod(classes)) * dtype.itemsize)
-            self.context.set_tensor_address(name, pointer)
-            self._outputs[name] = (pointer, dtype, classes)
+            per_item = tuple(int(d) for d in engine.get_tensor_shape(name))[1:]
+            if any(d < 0 for d in per_item):
+                raise ModelMetadataError(f"{self.path}: output {name!r} has shape {per_item} after the batch; "
+                                         "only the batch axis may be dynamic")
+            self._addresses[name] = self._malloc(self.max_batch * int(np.prod(per_item)) * dtype.itemsize)
+            self._output_dtypes[name] = dtype
 
     def _malloc(self, nbytes: int) -> int:
         pointer = cuda_check(self._cudart, self._cudart.cudaMalloc(nbytes), "cudaMalloc")
@@ -189,6 +206,7 @@ class TensorRTBackend:
         return int(pointer)
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """One batched execution: copy in, execute, copy the task outputs back, all on the one stream."""
         size, cudart = self.info.input_size, self._cudart
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
             raise ValueError(f"expected uint8 [N, {size}, {size}, 3] crops, got {images.dtype} {images.shape}")
@@ -196,15 +214,19 @@ class TensorRTBackend:
             raise ValueError(f"batch of {len(images)} outside the engine's profile 1..{self.max_batch}")
         images = np.ascontiguousarray(images)
         stream, kind = self._stream, cudart.cudaMemcpyKind
-        self.context.set_input_shape(self.info.input_name, images.shape)
-        cuda_check(cudart, cudart.cudaMemcpyAsync(self._input, images.ctypes.data, images.nbytes,
-                                                  kind.cudaMemcpyHostToDevice, stream), "copy to GPU")
+        if self.context.set_input_shape(self.info.input_name, images.shape) is False:
+            raise BackendError(f"{self.path}: TensorRT refused input shape {images.shape}")
+        for name, pointer in self._addresses.items():
+            self.context.set_tensor_address(name, pointer)
+        cuda_check(cudart, cudart.cudaMemcpyAsync(self._addresses[self.info.input_name], images.ctypes.data,
+                                                  images.nbytes, kind.cudaMemcpyHostToDevice, stream), "copy to GPU")
         if not self.context.execute_async_v3(stream_handle(stream)):
             raise BackendError(f"{self.path}: TensorRT execution failed (see its log above)")
         results = {}
-        for name, (pointer, dtype, classes) in self._outputs.items():
-            host = np.empty((len(images), *classes), dtype)
-            cuda_check(cudart, cudart.cudaMemcpyAsync(host.ctypes.data, pointer, host.nbytes,
+        for name in self.info.task_names:
+            shape = tuple(int(d) for d in self.context.get_tensor_shape(name))  # resolved for this batch
+            host = np.empty(shape, self._output_dtypes[name])
+            cuda_check(cudart, cudart.cudaMemcpyAsync(host.ctypes.data, self._addresses[name], host.nbytes,
                                                       kind.cudaMemcpyDeviceToHost, stream), "copy from GPU")
             results[name] = host
         cuda_check(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
