@@ -222,8 +222,8 @@ def run_onnx(path: str | Path, images: np.ndarray, batch: int = 8) -> dict[str, 
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    parts = [session.run(names, {"images": images[i:i + batch]}) for i in range(0, len(images), batch)]
+    names, input_name = [o.name for o in session.get_outputs()], session.get_inputs()[0].name
+    parts = [session.run(names, {input_name: images[i:i + batch]}) for i in range(0, len(images), batch)]
     return {name: np.concatenate([p[k] for p in parts]).astype(np.float32) for k, name in enumerate(names)}
 
 

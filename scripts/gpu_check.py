@@ -1,10 +1,10 @@
 """`python scripts/gpu_check.py --out gpu_check.json [--models tiny,l14-336] [--no-gpu]`
 
 On an NVIDIA machine: build and run whatever it supports (PyTorch CUDA eager FP32/FP16, ONNX Runtime
-CUDA/TensorRT EPs, the FP16 ONNX, a native TensorRT engine) on a tiny model and a full-size model made
-from random weights on the spot; compare each with ONNX Runtime CPU FP32 (top-1 agreement, max logit
-error relative to scale) and time batch 1/4/8 (CUDA events for PyTorch, wall clock after the result is
-on the host otherwise). Prints one table, one line per part, with the reason when a part cannot run.
+CUDA/TensorRT EPs with the runtime's own provider options, the FP16 ONNX, a native TensorRT engine) on a
+tiny model and a full-size model made from random weights on the spot; compare each with ONNX Runtime CPU
+FP32 (top-1 agreement, max logit error relative to scale) and time batch 1/4/8 (CUDA events for PyTorch
+and the native engine, wall clock after the result is on the host for ONNX Runtime, which exposes no stream). Prints one table, one line per part, with the reason when a part cannot run.
 Downloads nothing. Needs torch, timm, peft, onnx, onnxruntime, numpy, safetensors, pyyaml; the ONNX
 export also needs onnxscript (`--vendor DIR` puts unpacked pure-Python packages from DIR on sys.path).
 """
@@ -115,10 +115,40 @@ def ort_part(name, part, path, provider, ref, images, repeats, options=None) -> 
     names = [o.name for o in session.get_outputs()]
 
     def run(batch):
-        return dict(zip(names, session.run(names, {"images": batch})))
+        return dict(zip(names, session.run(names, {session.get_inputs()[0].name: batch})))
 
     top1, err = compare(run_batched(run, images), ref)
     return Row(name, part, "ok", "wall clock", top1, err, time_wall(run, images, repeats))
+
+
+def runtime_trt_options(fp16_path: Path, workdir: Path) -> dict:
+    """The TensorRT EP options the runtime builds from config (profile 1/4/8, caches, LN FP32 fallback)."""
+    from runtime.backends.providers import tensorrt_options
+    from runtime.config import ClassifierConfig
+    from runtime.metadata import read_model_info
+
+    config = ClassifierConfig(max_batch=max(BATCHES), opt_batch=4, cache_dir=str(workdir / "trt-cache"))
+    return tensorrt_options(read_model_info(fp16_path), config)
+
+
+def time_cuda_events(run, images: np.ndarray, repeats: int, stream) -> dict[int, float]:
+    """ms per batch between two CUDA events on the engine's stream (each run ends with its results on the host)."""
+    from runtime.backends.tensorrt import cuda_check, import_cudart
+
+    cudart, result = import_cudart(), {}
+    for batch in BATCHES:
+        chunk = np.ascontiguousarray(np.resize(images, (batch, *images.shape[1:])))
+        run(chunk)  # warm-up
+        start, end = (cuda_check(cudart, cudart.cudaEventCreate(), "cudaEventCreate") for _ in range(2))
+        cuda_check(cudart, cudart.cudaEventRecord(start, stream), "cudaEventRecord")
+        for _ in range(repeats):
+            run(chunk)
+        cuda_check(cudart, cudart.cudaEventRecord(end, stream), "cudaEventRecord")
+        cuda_check(cudart, cudart.cudaEventSynchronize(end), "cudaEventSynchronize")
+        result[batch] = cuda_check(cudart, cudart.cudaEventElapsedTime(start, end), "cudaEventElapsedTime") / repeats
+        for event in (start, end):
+            cudart.cudaEventDestroy(event)
+    return result
 
 
 def tensorrt_part(name, fp16_path, workdir, ref, images, repeats) -> Row:
@@ -139,7 +169,8 @@ def tensorrt_part(name, fp16_path, workdir, ref, images, repeats) -> Row:
     backend = open_backend(engine, ClassifierConfig(backend="tensorrt", max_batch=max(BATCHES)))
     try:
         top1, err = compare(run_batched(backend.run, images), ref)
-        return Row(name, part, "ok", "wall clock, host to host", top1, err, time_wall(backend.run, images, repeats))
+        return Row(name, part, "ok", "CUDA events, host to host", top1, err,
+                   time_cuda_events(backend.run, images, repeats, backend.stream))
     finally:
         backend.close()
 
@@ -195,10 +226,8 @@ def check_model(name: str, workdir: Path, gpu: bool, repeats: int) -> list[Row]:
     rows.append(ort_part(name, "ORT CUDA EP FP32", onnx_path, "CUDAExecutionProvider", ref, images, repeats))
     if fp16_path:
         rows.append(ort_part(name, "ORT CUDA EP FP16 ONNX", fp16_path, "CUDAExecutionProvider", ref, images, repeats))
-        trt_options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(workdir / "trt-cache"),
-                       **{f"trt_profile_{k}_shapes": f"images:{b}x{size}x{size}x3" for k, b in (("min", 1), ("opt", 4), ("max", 8))}}
         rows.append(ort_part(name, "ORT TensorRT EP FP16 ONNX", fp16_path, "TensorrtExecutionProvider", ref, images,
-                             repeats, trt_options))
+                             repeats, runtime_trt_options(fp16_path, workdir)))
         rows.append(guarded(lambda: tensorrt_part(name, fp16_path, workdir, ref, images, repeats), name, "TensorRT engine"))
     return rows
 

@@ -9,8 +9,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.fp16 import (Fp16ParityError, convert_to_fp16, export_fp16, fp32_op_types, keeps_fp32, main, random_images,
-                         run_onnx)
+from export.fp16 import (Fp16ParityError, convert_to_fp16, export_fp16, fp32_op_types, keeps_fp32, main, node_scope,
+                         random_images, run_onnx)
 from runtime.metadata import ModelMetadataError, read_model_info
 
 
@@ -50,6 +50,10 @@ def test_fp32_islands_by_op_type_and_scope(fp16_model):
                             and "blocks" in str(n.metadata_props)]
     assert block_matmul_weights and all(weights[w] == TensorProto.FLOAT16 for w in block_matmul_weights)
     assert weights["backbone.rope.pos_embed"] == TensorProto.FLOAT  # the RoPE table is not rounded
+    elem = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.input]}
+    rotation = [n for n in model.graph.node if n.op_type in ("Mul", "Add", "Neg") and len(node_scope(n)[1]) >= 2
+                and node_scope(n)[1][-2].endswith("AttentionRope") and "scaled_dot_product" not in node_scope(n)[0][-1]]
+    assert len(rotation) >= 4 and all(elem[i] == TensorProto.FLOAT for n in rotation for i in n.input if i in elem)
     pool = [n for n in model.graph.node if "attn_pool" in n.name or any(
         p.key == "pkg.torch.onnx.name_scopes" and "attn_pool" in p.value for p in n.metadata_props)]
     pool_weights = [weights[i] for n in pool for i in n.input if weights.get(i) in (TensorProto.FLOAT, TensorProto.FLOAT16)]

@@ -200,6 +200,11 @@ class TensorRTBackend:
             self._addresses[name] = self._malloc(self.max_batch * int(np.prod(per_item)) * dtype.itemsize)
             self._output_dtypes[name] = dtype
 
+    @property
+    def stream(self):
+        """The CUDA stream every copy and execution runs on (scripts/gpu_check.py times it with CUDA events)."""
+        return self._stream
+
     def _malloc(self, nbytes: int) -> int:
         pointer = cuda_check(self._cudart, self._cudart.cudaMalloc(nbytes), "cudaMalloc")
         self._buffers.append(int(pointer))
