@@ -5,7 +5,8 @@ the TensorRT version, GPU name and compute capability it was built for).
 The network is *strongly typed*: precision follows the ONNX types (FP16 from export.fp16, INT8 from a
 QDQ model), so no FP16/INT8 builder flags are set and the same code runs on TensorRT 11. One
 optimisation profile over the batch axis (min 1, opt, max), a timing cache that is reused across
-builds. Facts: ../shared/reference/tensorrt-jetson.md §2, §5.
+builds. API facts: TensorRT 10 Python API (Builder, OnnxParser, IBuilderConfig) and the README's "Jetson and
+TensorRT" section.
 NOT YET RUN ON NVIDIA HARDWARE: written against the documented API; scripts/gpu_check.py exercises it.
 """
 from __future__ import annotations

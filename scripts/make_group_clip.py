@@ -5,7 +5,7 @@
 The camera starts on the whole photo, zooms in to `--max-zoom` while panning right and down, and comes
 back, so faces move, grow and some leave the frame, as for a robot turning its head. `--check` runs the
 full-range face detector over the clip and prints how many faces it finds per frame.
-The photo is an argument, never bundled: use one you may use (nothing from /work/shared is committed).
+The photo is an argument, never bundled: use one you may use (no photo is committed with the project).
 """
 from __future__ import annotations
 

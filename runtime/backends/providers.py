@@ -7,7 +7,7 @@
   "EP Error ... Falling back" when a provider fails to load (missing CUDA/TensorRT libraries), so the
   session's real providers are checked after it is made. CPU is used instead only when
   `classifier.cpu_fallback` is true, and then with a warning in the log.
-Facts and option names: ../shared/reference/tensorrt-jetson.md §6.
+Option names: ONNX Runtime's TensorRT and CUDA execution-provider documentation (onnxruntime.ai/docs/execution-providers).
 """
 from __future__ import annotations
 

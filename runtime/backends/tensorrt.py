@@ -3,7 +3,8 @@
 An engine runs only with the TensorRT version and the GPU it was built for, so `<engine>.json` (the
 facecue document plus a `tensorrt` entry, written by export/tensorrt_build.py) records both, and the
 backend refuses a mismatch with a message that says how to rebuild. One `execute_async_v3` per batch.
-API facts and pitfalls (error tuples, `int(stream)`, import names): ../shared/reference/tensorrt-jetson.md §3-§5.
+API pitfalls handled here: cuda-python calls return an error tuple whose first element must be checked before
+the others; the stream handle is `int(stream)` (not `getPtr()`); `cuda.bindings.runtime` replaced `cuda.cudart`.
 NOT YET RUN ON NVIDIA HARDWARE: written against the documented API; scripts/gpu_check.py exercises it.
 """
 from __future__ import annotations
