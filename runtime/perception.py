@@ -158,16 +158,16 @@ class Perception:
         for track, kind in ready:
             if kind is None:
                 continue
-            box = track.detection.box
-            crop = crop_face(rgb, box, size, margin)
             # quality on a crop of one fixed size, so sharpness compares across faces and models
-            reference = crop_face(rgb, box, int(policy.reference_side), margin)
+            reference = crop_face(rgb, track.detection.box, int(policy.reference_side), margin)
             quality = face_quality(track.detection, reference, policy.reference_side, policy.sharpness_reference)
             late = overdue(track, now, policy.interval, policy.max_quality_wait)
-            candidates.append(Candidate(track, crop, quality.total, kind, late))
+            candidates.append(Candidate(track, quality.total, kind, late))
         selection = select(candidates, self.classifier.capacity(), self.classifier.max_batch, policy.min_quality)
-        requests = [CropRequest(candidate.track.id, candidate.crop, candidate.quality, frame.timestamp, now)
-                    for candidate in selection.chosen]
+        # only the chosen tracks are cut at the model's size: deferred or waiting ones cost no resize
+        requests = [CropRequest(c.track.id, crop_face(rgb, c.track.detection.box, size, margin), c.quality,
+                                frame.timestamp, now)
+                    for c in selection.chosen]
         accepted = self.classifier.submit_round(requests)
         self.requests_deferred += selection.deferred + len(requests) - accepted
         for candidate in selection.chosen[:accepted]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from runtime.types import Track, TrackState
 
 DUE, EARLY = "due", "early"
@@ -25,7 +23,6 @@ DUE, EARLY = "due", "early"
 @dataclass(frozen=True, eq=False)
 class Candidate:
     track: Track
-    crop: np.ndarray  # uint8 S×S×3 RGB
     quality: float
     readiness: str = DUE  # DUE or EARLY
     overdue: bool = False  # waited long enough for a better crop: take this one whatever its quality

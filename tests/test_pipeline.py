@@ -165,12 +165,11 @@ def test_policy_readiness():
 
 
 def test_policy_selection_order_quality_gate_and_capacity():
-    crop = np.zeros((4, 4, 3), np.uint8)
-    new_poor = Candidate(track(1), crop, 0.05, DUE)
-    old_good = Candidate(track(2, 5.0), crop, 0.9, DUE)
-    old_fair = Candidate(track(3, 5.0), crop, 0.5, DUE)
-    old_poor = Candidate(track(4, 5.0), crop, 0.1, DUE)
-    early = Candidate(track(5, 9.4), crop, 0.8, EARLY)
+    new_poor = Candidate(track(1), 0.05, DUE)
+    old_good = Candidate(track(2, 5.0), 0.9, DUE)
+    old_fair = Candidate(track(3, 5.0), 0.5, DUE)
+    old_poor = Candidate(track(4, 5.0), 0.1, DUE)
+    early = Candidate(track(5, 9.4), 0.8, EARLY)
     chosen = select([old_fair, old_poor, early, old_good, new_poor], capacity=8, max_batch=8, min_quality=0.3)
     # never classified first (even when poor), then best quality; the poor classified crop waits; early fills
     assert [c.track.id for c in chosen.chosen] == [1, 2, 3, 5]
@@ -179,7 +178,7 @@ def test_policy_selection_order_quality_gate_and_capacity():
     assert [c.track.id for c in full.chosen] == [1, 2] and full.deferred == 1
     alone = select([early], capacity=8, max_batch=8, min_quality=0.3)
     assert alone.chosen == []  # early tracks only ride along with a due one
-    waited = Candidate(track(4, 5.0), crop, 0.1, DUE, overdue=True)
+    waited = Candidate(track(4, 5.0), 0.1, DUE, overdue=True)
     assert [c.track.id for c in select([waited], 8, 8, 0.3).chosen] == [4]  # waited long enough: taken as is
     assert overdue(track(4, 5.0), now=10.0, interval=1.0, max_quality_wait=4.0)
     assert not overdue(track(4, 5.0), now=9.9, interval=1.0, max_quality_wait=4.0)
