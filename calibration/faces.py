@@ -10,12 +10,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from calibration.errors import CalibrationError
-from runtime.crop import crop_face, resize_chip
-from runtime.faces import load_face_crops
+from runtime.crop import resize_chip
+from runtime.faces import largest_face_crop, load_face_crops, read_rgb
 from runtime.metadata import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -44,20 +43,18 @@ def labelled_crops(info: ModelInfo, root: Path, paths: list[str], detect: bool) 
     detector = _detector() if detect else None
     try:
         for done, name in enumerate(paths, 1):
-            image = cv2.imread(str(root / name), cv2.IMREAD_COLOR)
+            image = read_rgb(root / name)
             if image is None:
                 skipped[name] = "missing or unreadable"
                 continue
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
             if detector is None:
-                crops.append(resize_chip(image, info.input_size))
+                crop = resize_chip(image, info.input_size)
             else:
-                faces = detector.detect(image)
-                if not faces:
+                crop = largest_face_crop(detector, image, info.input_size, info.crop_margin)
+                if crop is None:
                     skipped[name] = "no face found"
                     continue
-                largest = max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
-                crops.append(crop_face(image, largest.box, info.input_size, info.crop_margin))
+            crops.append(crop)
             kept.append(name)
             if done % 200 == 0:
                 log.info("crops: %d/%d files read", done, len(paths))

@@ -74,6 +74,21 @@ def _faces_from_images(folder: Path, size: int, margin: float, detector_model: s
                          f"(detector {detector_model!r}, min_confidence {min_confidence})")
 
 
+def read_rgb(path: str | Path) -> np.ndarray | None:
+    """An image file as RGB, or None when OpenCV cannot read it (missing, empty or not an image)."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def largest_face_crop(detector, image_rgb: np.ndarray, size: int, margin: float) -> np.ndarray | None:
+    """The crop of the largest face a photo holds (a labelled photo shows one person), or None."""
+    faces = detector.detect(image_rgb)
+    if not faces:
+        return None
+    largest = max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+    return crop_face(image_rgb, largest.box, size, margin)
+
+
 def _chips(folder: Path, size: int, max_faces: int | None, crops: list, names: list) -> None:
     paths = _image_paths(folder)
     read = 0
@@ -99,8 +114,8 @@ def _image_paths(folder: Path) -> list[Path]:
 def _read_images(paths: list[Path]) -> Iterator[tuple[Path, np.ndarray]]:
     """Each readable image as RGB, one at a time; unreadable files are logged and skipped."""
     for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        image = read_rgb(path)
         if image is None:
             log.warning("faces: cannot read %s, skipped", path)
             continue
-        yield path, cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        yield path, image

@@ -24,7 +24,8 @@ import torch
 from torch.utils.data import Dataset
 
 from export.heads import NUM_CLASSES, THESIS_TASKS
-from runtime.crop import crop_face, resize_chip
+from runtime.crop import resize_chip
+from runtime.faces import largest_face_crop, read_rgb
 from training.config import DataSource
 
 log = logging.getLogger(__name__)
@@ -112,10 +113,10 @@ def check_tasks(table: LabelTable, tasks: list[str], what: str) -> None:
 
 
 def read_image_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = read_rgb(path)
     if image is None:
         raise DataError(f"cannot read image {path} (missing, empty or not an image OpenCV can decode)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 def _cache_file(table: LabelTable, size: int, margin: float, cache_dir: Path, stem: str) -> Path:
@@ -139,10 +140,9 @@ def detect_and_crop(table: LabelTable, size: int, margin: float, cache_dir: Path
     crops, rows = [], []
     with FaceDetector("full_range", running_mode="image") as detector:
         for index, path in enumerate(table.paths):
-            detections = detector.detect(image := read_image_rgb(path))
-            if detections:
-                box = max(detections, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])).box
-                crops.append(crop_face(image, box, size, margin))
+            crop = largest_face_crop(detector, read_image_rgb(path), size, margin)
+            if crop is not None:
+                crops.append(crop)
                 rows.append(index)
             if (index + 1) % 100 == 0 or index + 1 == len(table):
                 log.info("detecting faces: %d/%d photos, %d faces", index + 1, len(table), len(rows))
