@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.backends import Backend, cancel
+from runtime.queues import put_until_stopped
 from runtime.stats import LatencyRecorder
 
 log = logging.getLogger(__name__)
@@ -164,12 +165,7 @@ class Classifier:
                 self._fail(error)
                 return
             for result in results:
-                while not self._stop.is_set():
-                    try:
-                        self._results.put(result, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                put_until_stopped(self._results, result, self._stop)
 
     def _fail(self, error: Exception) -> None:
         """Surface a backend failure to the pipeline (which shuts down with it), unless we were stopping."""

@@ -33,6 +33,7 @@ from runtime.events import Callback, EventBus
 from runtime.jsonl import RANDOM_WEIGHTS_WARNING
 from runtime.metadata import ModelInfo
 from runtime.perception import Perception
+from runtime.queues import put_newest, put_until_stopped
 from runtime.smoothing import smoothing_settings
 from runtime.stats import LatencyRecorder, PipelineStats
 from runtime.types import EventKind, Frame, FrameResult
@@ -242,22 +243,9 @@ class Pipeline:
     def _publish(self, result: FrameResult) -> None:
         """Fast mode: wait for the caller (lossless). Real time: the newest result replaces an untaken one."""
         if self.config.source.mode == "fast":
-            while not self._stop.is_set():
-                try:
-                    self._results.put(result, timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
-            return
-        while True:
-            try:
-                self._results.put_nowait(result)
-                return
-            except queue.Full:
-                try:
-                    self._results.get_nowait()
-                except queue.Empty:
-                    pass
+            put_until_stopped(self._results, result, self._stop)
+        else:
+            put_newest(self._results, result)
 
 
 def _lower_priority(nice: int) -> None:
