@@ -1,0 +1,5 @@
+import sys
+
+from facecue.cli import main
+
+sys.exit(main())

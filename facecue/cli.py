@@ -1,0 +1,64 @@
+"""The `facecue` command: one entry point whose subcommands are the project's own modules.
+
+    facecue run --source 0 --model build/model.onnx     # = python run_camera.py ...
+    facecue export ...                                   # = python -m export ...
+    facecue --version
+
+Each subcommand is a module with `main(argv) -> int`; it is imported only when asked for, so `facecue run`
+never imports torch, and a subcommand whose optional extra is missing says which extra to install.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from facecue import __version__
+
+# subcommand → (module with main(argv), what it does, the pip extra its imports need or None)
+COMMANDS: dict[str, tuple[str, str, str | None]] = {
+    "run": ("runtime.run", "run the pipeline on a camera, file or stream", None),
+    "export": ("export.__main__", "export PE-Core + adapters to a facecue ONNX model", "export"),
+    "verify": ("export.verify", "check an exported model against PyTorch", "export"),
+    "fp16": ("export.fp16", "convert a facecue ONNX model to FP16", "export"),
+    "engine": ("export.tensorrt_build", "build a TensorRT engine from an ONNX model", "tensorrt"),
+    "calibrate": ("calibration.__main__", "INT8 quantisation and temperature calibration", None),
+    "train": ("training.__main__", "fine-tune with one of the thesis recipes", "export"),
+    "evaluate": ("training.evaluate", "score a model or checkpoint on labelled faces", "export"),
+    "bench": ("runtime.bench", "benchmark the live pipeline on a clip", None),
+}
+# third-party packages that only an optional extra installs
+EXTRA_PACKAGES = {"torch", "torchvision", "timm", "peft", "safetensors", "onnxscript", "onnxconverter_common",
+                  "tensorrt", "cuda", "openvino", "nncf", "cyclonedds", "mcap", "mcap_ros2", "rosbags"}
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [f"usage: facecue COMMAND [ARGS...]   (facecue COMMAND --help for each)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text, _) in COMMANDS.items()]
+    lines += ["", "example: facecue run --source samples/face-demographics-walking-and-pause.mp4 --headless"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"facecue {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module_name, _, extra = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] in EXTRA_PACKAGES:
+            hint = f' (pip install "facecue[{extra}]")' if extra else ""
+            print(f"error: facecue {name} needs the package {error.name!r}{hint}", file=sys.stderr)
+            return 2
+        raise
+    sys.argv[0] = f"facecue {name}"
+    return int(module.main(rest) or 0)
