@@ -75,7 +75,7 @@ class Perception:
         self.frames_processed = 0
         self.requests_deferred = 0
         self.detector_errors = 0  # detector exceptions, each retried
-        self._last_stream_time: float | None = None  # of the last frame or tick
+        self._last_frame_time: float | None = None  # stream time of the last frame processed
 
     def process(self, frame: Frame) -> FrameResult:
         latencies = {"capture": time.monotonic() - frame.timestamp}
@@ -83,7 +83,7 @@ class Perception:
         now = frame.stream_time
         rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
         detections = self._detect(rgb, now)
-        self._last_stream_time = now
+        self._last_frame_time = now
         latencies["detect"], started = _lap(started)
         update = self.tracker.update(detections, now)
         latencies["track"], started = _lap(started)
@@ -117,10 +117,9 @@ class Perception:
         """No frame has arrived: age the tracks to `stream_time` (the live source's clock) and emit `disappeared`
         for those unseen longer than tracker.remove_after. Nothing happens until the last frame is older than
         tracker.lost_after, so a slow camera's tentative tracks are not dropped between two of its frames."""
-        last = self._last_stream_time
+        last = self._last_frame_time
         if last is None or stream_time - last <= self.config.tracker.lost_after:
             return
-        self._last_stream_time = stream_time
         update = self.tracker.update([], stream_time)
         self._tracks_now = update.tracks
         timestamp = time.monotonic()
