@@ -19,7 +19,8 @@ source (`capture-read:NAME`), which owns that VideoCapture, reads it and release
 - A live source (camera, stream, pipeline) that fails is reopened with exponential backoff. One whose read
   has not returned for `read_timeout` seconds is stalled (logged once): its reader is abandoned (it releases
   its VideoCapture when the native read returns) and the source is reopened the same way. Network streams
-  also get FFmpeg's own open and read timeouts (CAP_PROP_OPEN_TIMEOUT_MSEC, CAP_PROP_READ_TIMEOUT_MSEC).
+  also get FFmpeg's own open and read timeouts (CAP_PROP_OPEN_TIMEOUT_MSEC, CAP_PROP_READ_TIMEOUT_MSEC: a
+  second longer, so that an abandoned read ends soon after).
 - `stop()` returns within about half a second even while a native read or open is blocked: the threads
   are daemons, joined with a bound and otherwise left to end on their own.
 OpenCV's VideoCapture does the decoding; this module only adds the threads, the mailbox and the reopening.
@@ -74,7 +75,8 @@ def _has_backend(name: str) -> bool:
 
 def open_video(source: str | int, timeout: float | None = None) -> cv2.VideoCapture:
     """Open `source` with OpenCV; raises SourceError naming it and what failed. `timeout` (seconds): FFmpeg's
-    open and read timeouts for a network stream."""
+    open timeout for a network stream; its read timeout is a second longer, a backstop that ends a read the
+    capture's own watchdog (the same for every backend) has already abandoned."""
     kind = source_kind(source)
     if kind == "file" and not Path(source).is_file():
         raise SourceError(f"video file {source!r} does not exist")
@@ -87,7 +89,7 @@ def open_video(source: str | int, timeout: float | None = None) -> cv2.VideoCapt
     elif kind == "stream" and timeout and _has_backend("FFMPEG"):
         milliseconds = max(1, int(timeout * 1000))
         video = cv2.VideoCapture(str(source), cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds,
-                                                              cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds])
+                                                              cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds + 1000])
     else:
         video = cv2.VideoCapture(str(source))
     if not video.isOpened():
