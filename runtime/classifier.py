@@ -6,6 +6,8 @@ the backend once and puts one `ClassificationResult` per crop on the result queu
 (`results()` never blocks; `wait_results()` waits for the crops still being classified: offline scoring and
 the end of a stream). Both queues are bounded: `capacity()` tells perception how many more requests the
 classifier can take, so nothing is ever queued without bound.
+A failed inference is retried on the same batch with backoff (0.05 s doubling, at most 1 s) and counted
+(`errors`); only `max_consecutive_errors` failures in a row set `error`, which stops the pipeline.
 """
 from __future__ import annotations
 
@@ -46,8 +48,10 @@ class ClassificationResult:
 
 class Classifier:
     def __init__(self, backend: Backend, max_batch: int = 8, batch_wait: float = 0.005, queue_size: int = 8,
-                 latencies: LatencyRecorder | None = None):
+                 latencies: LatencyRecorder | None = None, max_consecutive_errors: int = 5):
         self.backend = backend
+        self.max_consecutive_errors = max(1, max_consecutive_errors)
+        self.errors = 0  # failed inferences, each retried
         self.max_batch = max(1, min(max_batch, backend.max_batch))
         self.batch_wait = batch_wait
         self.max_outstanding = queue_size + self.max_batch  # waiting + in the running batch
@@ -159,13 +163,30 @@ class Classifier:
             batch = self._collect_batch()
             if not batch:
                 continue
-            try:
-                results = self._classify(batch)
-            except Exception as error:
-                self._fail(error)
+            results = self._classify_with_retry(batch)
+            if results is None:
                 return
             for result in results:
                 put_until_stopped(self._results, result, self._stop)
+
+    def _classify_with_retry(self, batch: list[CropRequest]) -> list[ClassificationResult] | None:
+        """The batch's results, retrying a failed inference; None when it failed too often or we stopped."""
+        delay, failures = 0.05, 0
+        while True:
+            try:
+                return self._classify(batch)
+            except Exception as error:
+                if self._stop.is_set():
+                    return None  # the inference was cancelled by stop()
+                self.errors += 1
+                failures += 1
+                if failures >= self.max_consecutive_errors:
+                    self._fail(RuntimeError(f"inference failed {failures} times in a row: {error}"))
+                    return None
+                log.warning("inference failed (%s: %s); retrying in %.2f s", type(error).__name__, error, delay)
+                if self._stop.wait(delay):
+                    return None
+                delay = min(2 * delay, 1.0)
 
     def _fail(self, error: Exception) -> None:
         """Surface a backend failure to the pipeline (which shuts down with it), unless we were stopping."""

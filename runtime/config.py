@@ -8,6 +8,7 @@ and `--set policy.interval=0.5` mean what they say. The loading itself is runtim
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,24 +28,26 @@ class SourceConfig:
     mode: str = "realtime"  # "realtime": newest frame only, drops counted; "fast": lossless
     pace_files: bool = True  # in realtime mode, play files at their own frame rate (like a camera)
     loop: bool = False  # play a video file again from the start when it ends (demos, benchmarks)
-    reopen_initial_delay: float = 0.5  # seconds before the first reopen of a failed live source
-    reopen_max_delay: float = 8.0
-    reopen_attempts: int | None = None  # None: keep trying
+    reopen_initial_delay: float = 0.5  # seconds (>= 0) before the first reopen of a failed live source
+    reopen_max_delay: float = 8.0  # seconds (>= 0)
+    reopen_attempts: int | None = None  # >= 0; None: keep trying
+    read_timeout: float = 5.0  # seconds (> 0) without a frame before a live source is stalled and reopened
 
 
 @dataclass
 class DetectorConfig:
     model: str = "full_range"  # "full_range" (people 1-5 m away), "short_range" (< 2 m) or a .tflite path
-    min_confidence: float = 0.5
-    min_face_size: int = 0  # pixels; smaller faces are ignored
+    min_confidence: float = 0.5  # in [0, 1]
+    min_face_size: int = 0  # pixels (>= 0); smaller faces are ignored
+    max_consecutive_errors: int = 5  # >= 1; detector exceptions in a row (retried with backoff) that stop the run
 
 
 @dataclass
 class TrackerConfig:
-    confirm_hits: int = 3  # consecutive matches before a track is confirmed (and `appeared` fires)
-    lost_after: float = 0.25  # seconds without a match before a track is lost
-    remove_after: float = 1.0  # seconds without a match before a track is removed (`disappeared`)
-    max_tracks: int = 32  # cap on live tracks; bounds the lifecycle events that are never dropped
+    confirm_hits: int = 3  # >= 1; consecutive matches before a track is confirmed (and `appeared` fires)
+    lost_after: float = 0.25  # seconds (> 0, <= remove_after) without a match before a track is lost
+    remove_after: float = 1.0  # seconds (> 0) without a match before a track is removed (`disappeared`)
+    max_tracks: int = 32  # >= 1; cap on live tracks; bounds the lifecycle events that are never dropped
     association: dict[str, float] = field(default_factory=dict)  # runtime.tracker.Association fields, e.g. min_iou
 
 
@@ -54,17 +57,18 @@ class ClassifierConfig:
     backend: str = "onnxruntime"  # "onnxruntime" or "tensorrt" (a native engine, runtime/backends/tensorrt.py)
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
     provider_options: dict[str, dict] = field(default_factory=dict)  # provider name → its ORT options
-    intra_op_threads: int = 0  # 0: all cores but one, so perception keeps a core
-    inter_op_threads: int = 1
-    opencv_threads: int = 1  # cv2.setNumThreads for the whole process
-    max_batch: int = 8
-    batch_wait: float = 0.005  # seconds to wait for more crops after the first one of a batch
-    queue_size: int = 8  # crop requests waiting for the classifier; more are deferred, never queued
+    intra_op_threads: int = 0  # >= 0; 0: all cores but one, so perception keeps a core
+    inter_op_threads: int = 1  # >= 0 (0: ONNX Runtime's default)
+    opencv_threads: int = 1  # >= 0; cv2.setNumThreads for the whole process
+    max_batch: int = 8  # >= 1
+    batch_wait: float = 0.005  # seconds (>= 0) to wait for more crops after the first one of a batch
+    queue_size: int = 8  # >= 1; crop requests waiting for the classifier; more are deferred, never queued
     synchronous: bool = False  # perception waits for a frame's classifications before the next frame (offline scoring)
-    drain_timeout: float = 10.0  # seconds to wait, at the end of a stream, for the crops still being classified
-    perception_nice: int = 0  # Linux: niceness added to the perception thread, so a busy CPU favours the classifier
+    drain_timeout: float = 10.0  # seconds (>= 0) to wait, at the end of a stream, for the crops still being classified
+    perception_nice: int = 0  # in [0, 19]; Linux: niceness added to the perception thread, so a busy CPU favours the classifier
+    max_consecutive_errors: int = 5  # >= 1; failed inferences in a row (each retried with backoff) that stop the run
     # GPU (runtime/backends/providers.py, tensorrt.py); ignored on the CPU provider
-    opt_batch: int = 1  # TensorRT profile: min 1, opt this (usual faces per round), max max_batch
+    opt_batch: int = 1  # >= 1; TensorRT profile: min 1, opt this (usual faces per round), max max_batch
     fp16: bool = True  # TensorRT EP may run an fp32 model in FP16 (an fp16 model is FP16 by its types)
     cache_dir: str = "~/.cache/facecue/tensorrt"  # TensorRT EP engine and timing caches
     cpu_fallback: bool = False  # a GPU provider that is missing or fails to load: run on CPU (logged) instead of failing
@@ -72,36 +76,36 @@ class ClassifierConfig:
 
 @dataclass
 class PolicyConfig:
-    interval: float = 1.0  # seconds before a classified track is classified again
-    batch_fill: float = 0.5  # tracks classified longer ago than this × interval join a due track's batch (1.0: off)
-    min_quality: float = 0.2  # crops below this wait for a better one (unless never classified) ...
-    max_quality_wait: float = 4.0  # ... for at most this many seconds past due
-    reference_side: float = 112.0  # face side in pixels that counts as full size; quality is measured on a crop this big
-    sharpness_reference: float = 50.0  # variance of the Laplacian (on that crop) that counts as fully sharp
+    interval: float = 1.0  # seconds (> 0) before a classified track is classified again
+    batch_fill: float = 0.5  # in [0, 1]; tracks classified longer ago than this × interval join a due track's batch (1.0: off)
+    min_quality: float = 0.2  # in [0, 1]; crops below this wait for a better one (unless never classified) ...
+    max_quality_wait: float = 4.0  # ... for at most this many seconds (>= 0) past due
+    reference_side: float = 112.0  # >= 8; face side in pixels that counts as full size; quality is measured on a crop this big
+    sharpness_reference: float = 50.0  # > 0; variance of the Laplacian (on that crop) that counts as fully sharp
 
 
 @dataclass
 class SmoothingConfig:
-    emotion_tau: float = 1.0  # seconds; time constant of the emotion EMA
-    hysteresis_margin: float = 0.1  # a new label must beat the shown one by this probability
-    hysteresis_time: float = 0.5  # seconds the new label must keep winning before it is shown
-    age_centroids: list[float] = field(default_factory=lambda: list(DEFAULT_AGE_CENTROIDS))  # years per age group
+    emotion_tau: float = 1.0  # seconds (> 0); time constant of the emotion EMA
+    hysteresis_margin: float = 0.1  # in [0, 1]; a new label must beat the shown one by this probability
+    hysteresis_time: float = 0.5  # seconds (>= 0) the new label must keep winning before it is shown
+    age_centroids: list[float] = field(default_factory=lambda: list(DEFAULT_AGE_CENTROIDS))  # years (>= 0) per age group
 
 
 @dataclass
 class EventsConfig:
-    min_observations: int = 3  # classifications per task before `attributes_ready`
-    queue_size: int = 256  # attribute events waiting for callbacks; more are dropped and counted
-    shutdown_timeout: float = 2.0  # seconds to deliver pending events at shutdown
+    min_observations: int = 3  # >= 1; classifications per task before `attributes_ready`
+    queue_size: int = 256  # >= 1; attribute events waiting for callbacks; more are dropped and counted
+    shutdown_timeout: float = 2.0  # seconds (>= 0) to deliver pending events at shutdown
 
 
 @dataclass
 class OverlayConfig:
     show: bool = True  # open a window (the CLI's --headless turns it off)
     window_name: str = "facecue"
-    font_scale: float = 0.5
+    font_scale: float = 0.5  # > 0
     record: str | None = None  # write the overlay video to this file (opt-in)
-    record_fps: float = 30.0
+    record_fps: float = 30.0  # > 0
 
 
 @dataclass
@@ -151,7 +155,48 @@ def validate(config: Config, origin: str) -> None:
         (config.events.min_observations >= 1, "events.min_observations", "must be >= 1"),
         (config.events.queue_size >= 1, "events.queue_size", "must be >= 1"),
     ]
+    checks += _range_checks(config)
     for ok, key, message in checks:
         if not ok:
             raise ConfigError(f"{origin}: {key} {message}")
+
+
+def _range_checks(config: Config) -> list[tuple[bool, str, str]]:
+    """The documented range of every numeric key (comments above); NaN and infinity are out of every range."""
+    source, detector, tracker, classifier = config.source, config.detector, config.tracker, config.classifier
+    policy, smoothing, events, overlay = config.policy, config.smoothing, config.events, config.overlay
+    at_least_0 = [("source.reopen_initial_delay", source.reopen_initial_delay),
+                  ("source.reopen_max_delay", source.reopen_max_delay),
+                  ("detector.min_face_size", detector.min_face_size),
+                  ("classifier.inter_op_threads", classifier.inter_op_threads),
+                  ("classifier.opencv_threads", classifier.opencv_threads),
+                  ("policy.max_quality_wait", policy.max_quality_wait),
+                  ("events.shutdown_timeout", events.shutdown_timeout)]
+    positive = [("source.read_timeout", source.read_timeout), ("tracker.lost_after", tracker.lost_after),
+                ("tracker.remove_after", tracker.remove_after),
+                ("policy.sharpness_reference", policy.sharpness_reference),
+                ("overlay.font_scale", overlay.font_scale), ("overlay.record_fps", overlay.record_fps)]
+    at_least_1 = [("detector.max_consecutive_errors", detector.max_consecutive_errors),
+                  ("classifier.max_consecutive_errors", classifier.max_consecutive_errors)]
+    unit = [("policy.min_quality", policy.min_quality), ("smoothing.hysteresis_margin", smoothing.hysteresis_margin)]
+    checks = [(_finite(v) and v >= 0, key, "must be >= 0") for key, v in at_least_0]
+    checks += [(_finite(v) and v > 0, key, "must be > 0") for key, v in positive]
+    checks += [(v >= 1, key, "must be >= 1") for key, v in at_least_1]
+    checks += [(_finite(v) and 0 <= v <= 1, key, "must be in [0, 1]") for key, v in unit]
+    finite = [("detector.min_confidence", detector.min_confidence), ("classifier.batch_wait", classifier.batch_wait),
+              ("classifier.drain_timeout", classifier.drain_timeout), ("policy.interval", policy.interval),
+              ("policy.batch_fill", policy.batch_fill), ("policy.reference_side", policy.reference_side),
+              ("smoothing.emotion_tau", smoothing.emotion_tau), ("smoothing.hysteresis_time", smoothing.hysteresis_time)]
+    checks += [(_finite(v), key, "must be a finite number") for key, v in finite]  # their ranges are checked above
+    checks += [
+        (source.reopen_attempts is None or source.reopen_attempts >= 0, "source.reopen_attempts", "must be >= 0 or null"),
+        (tracker.lost_after <= tracker.remove_after, "tracker.lost_after", "must be <= tracker.remove_after"),
+        (0 <= classifier.perception_nice <= 19, "classifier.perception_nice", "must be in [0, 19]"),
+        (all(_finite(v) and v >= 0 for v in smoothing.age_centroids), "smoothing.age_centroids", "must be years >= 0"),
+    ]
+    return checks
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
 

@@ -11,7 +11,10 @@ It talks to the classifier only through its request and result queues (`submit_r
 so their attribute events come before the final `disappeared` (`close_tracks`).
 Without a model, steps 2 and 3 are skipped: detection and tracking still run.
 Tracking, the policy, smoothing and hysteresis run on the stream's clock (`Frame.stream_time`); events'
-`timestamp` is the monotonic capture time. The loop that feeds it frames lives in runtime.pipeline.
+`timestamp` is the monotonic capture time. The loop that feeds it frames lives in runtime.pipeline; while a
+live source sends no frames, that loop calls `tick(now)` so tracks still age and `disappeared` still comes.
+A detector exception is retried on the same frame with backoff; `detector.max_consecutive_errors` failures
+in a row raise it (the pipeline then stops, closing every track).
 """
 from __future__ import annotations
 
@@ -71,13 +74,16 @@ class Perception:
         self._tracks_now: list[Track] = []  # the last frame's tracks (boxes for the events of late readings)
         self.frames_processed = 0
         self.requests_deferred = 0
+        self.detector_errors = 0  # detector exceptions, each retried
+        self._last_frame_time: float | None = None  # stream time of the last frame processed
 
     def process(self, frame: Frame) -> FrameResult:
         latencies = {"capture": time.monotonic() - frame.timestamp}
         started = time.monotonic()
         now = frame.stream_time
         rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
-        detections = self.detector.detect(rgb, now)
+        detections = self._detect(rgb, now)
+        self._last_frame_time = now
         latencies["detect"], started = _lap(started)
         update = self.tracker.update(detections, now)
         latencies["track"], started = _lap(started)
@@ -107,6 +113,23 @@ class Perception:
         tracks = [TrackResult(track, self._attributes(track.id)) for track in update.tracks]
         return FrameResult(frame=frame, tracks=tracks, latencies=latencies)
 
+    def tick(self, stream_time: float) -> None:
+        """No frame has arrived: age the tracks to `stream_time` (the live source's clock) and emit `disappeared`
+        for those unseen longer than tracker.remove_after. Nothing happens until the last frame is older than
+        tracker.lost_after, so a slow camera's tentative tracks are not dropped between two of its frames."""
+        last = self._last_frame_time
+        if last is None or stream_time - last <= self.config.tracker.lost_after:
+            return
+        update = self.tracker.update([], stream_time)
+        self._tracks_now = update.tracks
+        timestamp = time.monotonic()
+        for track in update.disappeared:
+            if track.id in self._tracks:
+                self.events.emit(FaceEvent(EventKind.DISAPPEARED, track.id, timestamp, track.box,
+                                           self._attributes(track.id), media_time=stream_time))
+            self._tracks.pop(track.id, None)
+            self._in_flight.discard(track.id)
+
     def finish_classifications(self, timeout: float) -> None:
         """At the end of a stream: wait up to `timeout` seconds for the crops still being classified and fold
         their readings in, so their attribute events come before `close_tracks`' `disappeared`."""
@@ -127,6 +150,25 @@ class Perception:
     def close(self) -> None:
         """Release the detector. Idempotent."""
         self.detector.close()
+
+    def _detect(self, rgb: np.ndarray, now: float) -> list:
+        """The detector's faces; an exception is retried with backoff (0.05 s doubling, at most 1 s), and
+        raised after `detector.max_consecutive_errors` failures in a row."""
+        limit, delay, attempt = self.config.detector.max_consecutive_errors, 0.05, 0
+        while True:
+            try:
+                return self.detector.detect(rgb, now)
+            except Exception as error:
+                self.detector_errors += 1
+                attempt += 1
+                if attempt >= limit or (self.stopping is not None and self.stopping.is_set()):
+                    raise RuntimeError(f"the face detector failed {attempt} times in a row: {error}") from error
+                log.warning("the face detector failed (%s: %s); retrying in %.2f s", type(error).__name__, error, delay)
+                if self.stopping is not None:
+                    self.stopping.wait(delay)
+                else:
+                    time.sleep(delay)
+                delay = min(2 * delay, 1.0)
 
     def _apply_results(self, results: list[ClassificationResult], tracks: list[Track]) -> float:
         """Fold returned readings into the smoothers; emit attribute events. Returns the longest inference."""

@@ -8,7 +8,9 @@ no classifier thread: detection, tracking and the overlay still run. Tracking ru
 (`Frame.stream_time`), so a file scored in fast mode gives the same tracks however fast the machine or the
 caller is; with `classifier.synchronous` the same attributes and events too. At the normal end of a stream
 the crops still being classified are folded in (up to `classifier.drain_timeout`) before the last
-`disappeared`; stop() skips that wait. Latencies use the monotonic capture time.
+`disappeared`; stop() skips that wait. Latencies use the monotonic capture time. While a live source sends
+nothing (outage, stall), the loop ticks perception on the monotonic clock, so tracks still get `disappeared`
+within `tracker.remove_after` (+ one poll) of their last sighting; a file's media clock moves only with frames.
 
     pipeline = Pipeline(load_config("configs/laptop.yaml"))
     pipeline.on("attributes_ready", lambda event: print(event.track_id, event.attributes.age_years))
@@ -45,6 +47,7 @@ NO_MODEL_MESSAGE = (
     "To read age, gender and emotion, export a facecue model with `python -m export` "
     "(README, section 'Export a model') and pass it with --model MODEL.onnx"
 )
+POLL_SECONDS = 0.1  # the perception loop's wait for a frame; a silent live source ages its tracks this often
 RESULTS_WAITING = {"fast": 4, "realtime": 1}  # FrameResults waiting for the caller; real time keeps the newest
 
 
@@ -110,7 +113,8 @@ class Pipeline:
         classifier = None
         if self.backend is not None:  # built here, started below: perception needs its queues
             classifier = Classifier(self.backend, config.classifier.max_batch, config.classifier.batch_wait,
-                                    config.classifier.queue_size, self.latencies)
+                                    config.classifier.queue_size, self.latencies,
+                                    max_consecutive_errors=config.classifier.max_consecutive_errors)
         self.perception = Perception(config, self.info, self._smoothing, classifier, self.events, self.latencies,
                                      stopping=self._stop)
         self.classifier = classifier
@@ -118,7 +122,8 @@ class Pipeline:
                                live=True if config.source.loop else None,  # a live file is reopened at its end
                                reopen_initial_delay=config.source.reopen_initial_delay,
                                reopen_max_delay=config.source.reopen_max_delay,
-                               reopen_attempts=config.source.reopen_attempts)
+                               reopen_attempts=config.source.reopen_attempts,
+                               read_timeout=config.source.read_timeout)
         if self.classifier is not None:
             self.classifier.start()
             if wait_for_model:
@@ -209,6 +214,10 @@ class Pipeline:
             callback_errors=self.events.callback_errors,
             stages=stages,
             end_to_end=self.latencies.summary("end_to_end"),
+            frames_undecodable=capture.frames_undecodable if capture else 0,
+            source_stalls=capture.stalls if capture else 0,
+            detector_errors=self.perception.detector_errors if self.perception is not None else 0,
+            classifier_errors=classifier.errors if classifier else 0,
         )
 
     # --- perception thread -------------------------------------------------------------------------
@@ -221,13 +230,15 @@ class Pipeline:
             while not self._stop.is_set():
                 if self.classifier is not None and self.classifier.error is not None:
                     raise RuntimeError(f"the classifier failed: {self.classifier.error}") from self.classifier.error
-                frame = self.capture.read(timeout=0.1)
+                frame = self.capture.read(timeout=POLL_SECONDS)
                 if frame is None:
                     if self.capture.finished:
                         if self.capture.error is not None:
                             raise self.capture.error
                         ended = True
                         break
+                    if self.capture.clock_is_monotonic:  # a live source is silent: its clock goes on
+                        self.perception.tick(time.monotonic())
                     continue
                 last_frame = frame
                 self._publish(self.perception.process(frame))

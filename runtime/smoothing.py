@@ -8,9 +8,12 @@
 - The shown label switches only with hysteresis: the new top label must beat the shown one by a
   margin, continuously for a minimum time.
 - Age in years = Σ p_i · c_i over the age groups, with the centroids c from config.
+- A reading never raises: one with a missing task, the wrong width or a non-finite value is skipped
+  (logged once per problem), so a broken model output cannot stop perception.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -19,6 +22,9 @@ import numpy as np
 from runtime.config import ConfigError, SmoothingConfig
 from runtime.metadata import ModelInfo, TaskSpec
 from runtime.types import Attributes, TaskAttribute
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # problems already logged (once per process)
 
 CUMULATIVE_TASKS = ("age", "gender")  # attributes of a person that do not change during a track
 MIN_WEIGHT = 1e-3  # a crop of near-zero quality still counts a little (it is only sent when nothing better exists)
@@ -156,14 +162,37 @@ class TrackSmoother:
         self.observations = 0
 
     def update(self, logits: dict[str, np.ndarray], quality: float, timestamp: float) -> dict[str, tuple[str | None, str]]:
-        """Fuse one classification of this track; returns the shown labels that switched."""
+        """Fuse one classification of this track; returns the shown labels that switched. A reading that
+        cannot be used (see the module docstring) is skipped: nothing changes, {} is returned."""
+        problem = self._problem(logits, quality, timestamp)
+        if problem is not None:
+            _warn_once(problem)
+            return {}
         self.observations += 1
         changes = {}
         for name, task in self.tasks.items():
-            change = task.update(logits[name], quality, timestamp)
+            change = task.update(np.asarray(logits[name], dtype=np.float64), float(quality), float(timestamp))
             if change is not None:
                 changes[name] = change
         return changes
+
+    def _problem(self, logits, quality, timestamp) -> str | None:
+        """Why this reading cannot be fused, or None."""
+        try:
+            if not (math.isfinite(float(quality)) and math.isfinite(float(timestamp))):
+                return f"non-finite quality {quality} or time {timestamp}"
+            for name, task in self.tasks.items():
+                if name not in logits:
+                    return f"no {name!r} output in the reading (tasks {sorted(logits)})"
+                values = np.asarray(logits[name], dtype=np.float64)
+                if values.shape != (len(task.spec.labels),):
+                    return (f"task {name!r}: a reading of shape {values.shape}, the model's metadata lists "
+                            f"{len(task.spec.labels)} labels")
+                if not np.all(np.isfinite(values)):
+                    return f"task {name!r}: a reading with NaN or infinite logits"
+        except (TypeError, ValueError) as error:
+            return f"an unreadable reading ({type(error).__name__}: {error})"
+        return None
 
     def ready(self, min_observations: int) -> bool:
         return all(task.observations >= min_observations for task in self.tasks.values())
@@ -177,6 +206,12 @@ class TrackSmoother:
         if age is None or age.observations == 0:
             return None
         return float(np.dot(age.probs, self.centroids))
+
+
+def _warn_once(problem: str) -> None:
+    if problem not in _warned and len(_warned) < 64:  # bounded: a long run logs each kind of problem once
+        _warned.add(problem)
+        log.warning("smoothing: skipped %s (logged once)", problem)
 
 
 def smoothing_settings(config: SmoothingConfig, info: ModelInfo) -> SmoothingSettings:

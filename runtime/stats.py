@@ -63,6 +63,10 @@ class PipelineStats:
     callback_errors: int
     stages: dict[str, LatencySummary] = field(default_factory=dict)
     end_to_end: LatencySummary | None = None  # frame capture → event delivered to callbacks
+    frames_undecodable: int = 0  # failed reads of a file skipped before its end
+    source_stalls: int = 0  # a live source read nothing for source.read_timeout (then reopened)
+    detector_errors: int = 0  # detector exceptions, each retried
+    classifier_errors: int = 0  # failed inferences, each retried
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,6 +79,8 @@ class PipelineStats:
             f"({self.classifications_per_s:.2f}/s), {self.requests_deferred} requests deferred",
             f"events: {self.events_delivered} delivered, {self.events_dropped} dropped, "
             f"{self.callback_errors} callback errors",
+            f"faults: {self.frames_undecodable} undecodable frames, {self.source_stalls} source stalls, "
+            f"{self.detector_errors} detector errors, {self.classifier_errors} classifier errors",
             f"{'stage':<12}{'count':>8}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}",
         ]
         rows = [(stage, self.stages.get(stage)) for stage in STAGES] + [("end-to-end", self.end_to_end)]

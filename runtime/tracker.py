@@ -100,6 +100,11 @@ class FaceTracker:
         self._next_id = 1
 
     def update(self, detections: list[Detection], timestamp: float) -> TrackerUpdate:
+        # a track unseen for longer than remove_after is gone before association: after an outage it never
+        # re-attaches to whoever stands there now
+        stale = [t for t in self._tracks if timestamp - t.last_seen > self.remove_after]
+        self._tracks = [t for t in self._tracks if t not in stale]
+        disappeared = [t.snapshot() for t in stale if t.state != TrackState.TENTATIVE]
         established = [t for t in self._tracks if t.state != TrackState.TENTATIVE]
         tentative = [t for t in self._tracks if t.state == TrackState.TENTATIVE]
         matched_est, rest = self._associate(established, list(detections), timestamp)
@@ -116,7 +121,6 @@ class FaceTracker:
                 appeared.append(track)
         matched_ids = {track.id for track, _ in matched_est + matched_tent}
 
-        disappeared: list[Track] = []
         for track in [t for t in self._tracks if t.id not in matched_ids]:
             track.miss()
             unseen = timestamp - track.last_seen

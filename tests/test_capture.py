@@ -100,8 +100,9 @@ def test_live_source_that_fails_is_reopened_and_indices_continue(tmp_path):
     capture = Capture(str(live_file), mode="fast", live=True, reopen_initial_delay=0.02, reopen_max_delay=0.1)
     capture.start()
     try:
-        first = [capture.read(timeout=5.0) for _ in range(per_pass)]
-        live_file.rename(tmp_path / "away.mp4")  # the "camera" is unplugged: reopening fails
+        first = [capture.read(timeout=5.0)]
+        live_file.rename(tmp_path / "away.mp4")  # the "camera" is unplugged: the open handle reads on, reopening fails
+        first += [capture.read(timeout=5.0) for _ in range(per_pass - 1)]
         assert capture.read(timeout=0.3) is None
         assert not capture.finished
         (tmp_path / "away.mp4").rename(live_file)  # plugged back in

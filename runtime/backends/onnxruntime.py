@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.backends import BackendError
+from runtime.backends.checks import ORT_TYPES, check_graph
 from runtime.backends.providers import TENSORRT, check_session_providers, providers_from_config
 from runtime.config import ClassifierConfig
 from runtime.metadata import ModelInfo, ModelMetadataError, info_from_metadata_map, read_model_info
@@ -62,21 +63,19 @@ class OnnxRuntimeBackend:
         )
 
     def _check_signature(self) -> None:
+        """The graph against the metadata (runtime/backends/checks.py); a static batch axis caps the batch."""
         inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = {o.name for o in self.session.get_outputs()}
         if self.info.input_name not in inputs:
             raise ModelMetadataError(
                 f"{self.path}: metadata names input {self.info.input_name!r}, the graph has {list(inputs)}"
             )
         model_input = inputs[self.info.input_name]
-        if model_input.type != "tensor(uint8)":
-            raise ModelMetadataError(f"{self.path}: input {model_input.name!r} is {model_input.type}, expected uint8")
-        missing = [name for name in self.info.task_names if name not in outputs]
-        if missing:
-            raise ModelMetadataError(f"{self.path}: metadata lists tasks {missing} that are not graph outputs {sorted(outputs)}")
+        outputs = {o.name: list(o.shape) for o in self.session.get_outputs()}
+        check_graph(self.path, self.info, model_input.name, list(model_input.shape),
+                    ORT_TYPES.get(model_input.type, model_input.type), outputs)
         batch = model_input.shape[0]
         if isinstance(batch, int) and batch > 0:
-            self.max_batch = min(self.max_batch, batch)  # a static batch axis caps the batch
+            self.max_batch = min(self.max_batch, batch)
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         size = self.info.input_size

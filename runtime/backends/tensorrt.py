@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends import BackendError
+from runtime.backends.checks import check_graph
 from runtime.config import ClassifierConfig
 from runtime.metadata import ModelInfo, ModelMetadataError, read_model_info
 
@@ -181,6 +182,10 @@ class TensorRTBackend:
         missing = [t for t in self.info.task_names if t not in self._output_names]
         if missing:
             raise ModelMetadataError(f"{path}: metadata lists tasks {missing} that are not engine outputs {names}")
+        shape = lambda name: [int(d) if int(d) >= 0 else None for d in self.engine.get_tensor_shape(name)]  # noqa: E731
+        check_graph(path, self.info, self.info.input_name, shape(self.info.input_name),
+                    np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.info.input_name))).name,
+                    {name: shape(name) for name in self._output_names})
 
     def _allocate(self, max_batch: int) -> None:
         """Device buffers for the largest batch of every I/O tensor (an engine output that is not a task too:
