@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import configfile
+from runtime.tiles import parse_tiles
 
 DEFAULT_AGE_CENTROIDS = [1.5, 6.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 77.0]
 
@@ -37,6 +38,8 @@ class DetectorConfig:
     model: str = "full_range"  # "full_range" (people 1-5 m away), "short_range" (< 2 m) or a .tflite path
     min_confidence: float = 0.5
     min_face_size: int = 0  # pixels; smaller faces are ignored
+    tiles: str = "off"  # "off", "auto" or COLSxROWS ("2x2"): also detect on overlapping tiles (runtime/tiles.py)
+    tile_budget_ms: float = 35.0  # "auto": the most a frame's detection may take (measured passes × tiles)
 
 
 @dataclass
@@ -133,6 +136,9 @@ def validate(config: Config, origin: str) -> None:
     checks = [
         (config.source.mode in ("realtime", "fast"), "source.mode", "must be 'realtime' or 'fast'"),
         (0.0 <= config.detector.min_confidence <= 1.0, "detector.min_confidence", "must be in [0, 1]"),
+        (_tiles_ok(config.detector.tiles), "detector.tiles", f"must be off, auto or COLSxROWS such as 2x2 (1 to 9 each), "
+                                                              f"got {config.detector.tiles!r}"),
+        (config.detector.tile_budget_ms > 0, "detector.tile_budget_ms", "must be > 0"),
         (config.tracker.confirm_hits >= 1, "tracker.confirm_hits", "must be >= 1"),
         (config.tracker.remove_after >= config.tracker.lost_after, "tracker.remove_after", "must be >= lost_after"),
         (config.tracker.max_tracks >= 1, "tracker.max_tracks", "must be >= 1"),
@@ -155,3 +161,11 @@ def validate(config: Config, origin: str) -> None:
         if not ok:
             raise ConfigError(f"{origin}: {key} {message}")
 
+
+
+def _tiles_ok(value: str) -> bool:
+    try:
+        parse_tiles(value)
+    except ValueError:
+        return False
+    return True
