@@ -40,6 +40,7 @@ class DetectorConfig:
     min_face_size: int = 0  # pixels; smaller faces are ignored
     tiles: str = "off"  # "off", "auto" or COLSxROWS ("2x2"): also detect on overlapping tiles (runtime/tiles.py)
     tile_budget_ms: float = 35.0  # "auto": the most a frame's detection may take (measured passes × tiles)
+    tile_threads: int = 0  # threads running the tiles beside the whole-frame pass (0: perception's thread runs all)
 
 
 @dataclass
@@ -139,6 +140,7 @@ def validate(config: Config, origin: str) -> None:
         (_tiles_ok(config.detector.tiles), "detector.tiles", f"must be off, auto or COLSxROWS such as 2x2 (1 to 9 each), "
                                                               f"got {config.detector.tiles!r}"),
         (config.detector.tile_budget_ms > 0, "detector.tile_budget_ms", "must be > 0"),
+        (config.detector.tile_threads >= 0, "detector.tile_threads", "must be >= 0"),
         (config.tracker.confirm_hits >= 1, "tracker.confirm_hits", "must be >= 1"),
         (config.tracker.remove_after >= config.tracker.lost_after, "tracker.remove_after", "must be >= lost_after"),
         (config.tracker.max_tracks >= 1, "tracker.max_tracks", "must be >= 1"),

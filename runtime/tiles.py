@@ -110,6 +110,10 @@ class AutoGrid:
         self._size: tuple[int, int] | None = None
         self._times: list[float] = []
 
+    def grid_for(self, width: int, height: int) -> tuple[int, int] | None:
+        """The grid decided for frames of this size; None: not decided yet (time this frame's pass)."""
+        return self.grid if (width, height) == self._size else None
+
     def observe(self, width: int, height: int, seconds: float) -> tuple[int, int] | None:
         """This frame's whole-pass time → the grid to use (None: still timing, untiled)."""
         if (width, height) != self._size:  # a new source or resolution: decide again

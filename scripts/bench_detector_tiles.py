@@ -56,9 +56,10 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def measure(name: str, frames, grids: list[str], mode: str) -> list[dict]:
+def measure(name: str, frames, grids: list[str], mode: str, threads: int = 0) -> list[dict]:
     """Faces and seconds per frame for every grid, the grids run one after another on each frame."""
-    detectors = {grid: FaceDetector(running_mode=mode, tiles="off" if grid == "1x1" else grid) for grid in grids}
+    detectors = {grid: FaceDetector(running_mode=mode, tiles="off" if grid == "1x1" else grid, tile_threads=threads)
+                 for grid in grids}
     counts = {grid: [] for grid in grids}
     seconds = {grid: [] for grid in grids}
     size = ""
@@ -77,7 +78,7 @@ def measure(name: str, frames, grids: list[str], mode: str) -> list[dict]:
     if not counts[grids[0]]:
         raise SystemExit(f"error: no frames read from {name}")
     base = np.mean(seconds[grids[0]])
-    return [{"source": name, "size": size, "grid": grid, "frames": len(counts[grid]),
+    return [{"source": name, "size": size, "grid": grid, "tile_threads": threads, "frames": len(counts[grid]),
              "faces_per_frame": float(np.mean(counts[grid])), "ms_per_frame": 1000.0 * float(np.mean(seconds[grid])),
              "time_vs_1x1": float(np.mean(seconds[grid]) / base)} for grid in grids]
 
@@ -125,20 +126,24 @@ def main() -> None:
     parser.add_argument("--images", nargs="*", type=Path, default=[], help="photos or folders of photos (one row)")
     parser.add_argument("--annotations", nargs="*", type=Path, default=[], help="dlib imglab XML files")
     parser.add_argument("--grids", nargs="+", default=["1x1", "2x2", "3x3"])
+    parser.add_argument("--tile-threads", type=int, nargs="+", default=[0], help="detector.tile_threads values to compare")
     parser.add_argument("--json", type=Path, default=Path("build/bench_detector_tiles.json"))
     args = parser.parse_args()
     for path in [*args.clips, *args.images, *args.annotations]:
         if not path.exists():
             raise SystemExit(f"error: {path} does not exist")
-    rows = [row for clip in args.clips for row in measure(clip.name, clip_frames(clip, args.every), args.grids, "video")]
-    if args.images:
-        photos = photo_paths(args.images)
-        rows += measure(f"{len(photos)} photos", ((read_rgb(p), None) for p in photos), args.grids, "image")
+    rows = []
+    for threads in args.tile_threads:
+        for clip in args.clips:
+            rows += measure(clip.name, clip_frames(clip, args.every), args.grids, "video", threads)
+        if args.images:
+            photos = photo_paths(args.images)
+            rows += measure(f"{len(photos)} photos", ((read_rgb(p), None) for p in photos), args.grids, "image", threads)
     if rows:
-        print("| source | size | grid | frames | faces/frame | ms/frame | time vs 1x1 |")
-        print("|---|---|---|---|---|---|---|")
+        print("| source | size | grid | tile threads | frames | faces/frame | ms/frame | time vs 1x1 |")
+        print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['source']} | {r['size']} | {r['grid']} | {r['frames']} | {r['faces_per_frame']:.2f} "
+        print(f"| {r['source']} | {r['size']} | {r['grid']} | {r['tile_threads']} | {r['frames']} | {r['faces_per_frame']:.2f} "
               f"| {r['ms_per_frame']:.1f} | {r['time_vs_1x1']:.2f}x |")
     recalls = recall(args.annotations, args.grids) if args.annotations else []
     if recalls:

@@ -121,3 +121,12 @@ def test_bad_tiles_exit_2_naming_the_key(capsys):
     status = run_camera.main(["--source", str(SAMPLES / "classroom.mp4"), "--headless", "--set", "detector.tiles=on"])
     assert status == 2
     assert "detector.tiles must be off, auto or COLSxROWS" in capsys.readouterr().err
+
+
+def test_tile_threads_find_the_same_faces(big_scene):
+    with FaceDetector(running_mode="video", tiles="2x2") as alone, \
+            FaceDetector(running_mode="video", tiles="2x2", tile_threads=2) as threaded:
+        for t in (0.0, 0.04, 0.08):
+            assert [d.box for d in threaded.detect(big_scene, t)] == [d.box for d in alone.detect(big_scene, t)]
+    with pytest.raises(ValueError, match="tile_threads"):
+        FaceDetector(tile_threads=-1)
