@@ -62,10 +62,10 @@ def measure(name: str, frames, grids: list[str], mode: str, threads: int = 0) ->
                  for grid in grids}
     counts = {grid: [] for grid in grids}
     seconds = {grid: [] for grid in grids}
-    size = ""
+    sizes = set()
     try:
         for i, (image, t) in enumerate(frames):
-            size = f"{image.shape[1]}x{image.shape[0]}"
+            sizes.add((image.shape[1], image.shape[0]))
             for grid, detector in detectors.items():
                 start = time.perf_counter()
                 found = detector.detect(image, t) if mode == "video" else detector.detect(image)
@@ -78,6 +78,8 @@ def measure(name: str, frames, grids: list[str], mode: str, threads: int = 0) ->
     if not counts[grids[0]]:
         raise SystemExit(f"error: no frames read from {name}")
     base = np.mean(seconds[grids[0]])
+    widths = sorted({w for w, _ in sizes})
+    size = "%dx%d" % sizes.pop() if len(sizes) == 1 else f"{widths[0]}-{widths[-1]} px wide"
     return [{"source": name, "size": size, "grid": grid, "tile_threads": threads, "frames": len(counts[grid]),
              "faces_per_frame": float(np.mean(counts[grid])), "ms_per_frame": 1000.0 * float(np.mean(seconds[grid])),
              "time_vs_1x1": float(np.mean(seconds[grid]) / base)} for grid in grids]
