@@ -130,3 +130,18 @@ def test_tile_threads_find_the_same_faces(big_scene):
             assert [d.box for d in threaded.detect(big_scene, t)] == [d.box for d in alone.detect(big_scene, t)]
     with pytest.raises(ValueError, match="tile_threads"):
         FaceDetector(tile_threads=-1)
+
+
+def test_a_tiled_run_tracks_the_small_seated_faces(tmp_path):
+    """End to end: classroom.mp4's four seated people (~15 px faces at 480x270) are tracked only with tiles."""
+    import json
+
+    confirmed = {}
+    for grid in ("off", "2x2"):
+        jsonl = tmp_path / f"{grid}.jsonl"
+        status = run_camera.main(["--source", str(SAMPLES / "classroom.mp4"), "--headless", "--mode", "fast",
+                                  "--jsonl", str(jsonl), "--set", f"detector.tiles={grid}"])
+        assert status == 0
+        frames = [r for r in map(json.loads, jsonl.read_text().splitlines()) if r["type"] == "frame"]
+        confirmed[grid] = max(sum(t["state"] == "confirmed" for t in f["tracks"]) for f in frames)
+    assert confirmed["off"] <= 1 and confirmed["2x2"] >= 3
