@@ -87,7 +87,6 @@ def test_a_face_at_the_bottom_gets_its_label_above(neighbours):
 def test_every_drawn_text_is_ascii(neighbours):
     image, found = neighbours
     status = Status(fps=9.0, latency_ms=None, model="pe-core \u2014 t16 \u00b11\u00b0 caf\u00e9 \u2248", random_weights=True)
-    odd = full_attributes()
     odd = Attributes(tasks={"emotion": TaskAttribute(("Gl\u00fccklich", "Neutral"), np.array([0.8, 0.2]), "Gl\u00fccklich",
                                                     0.8, False, 3)}, age_years=None, observations=3)
     _, labels = layout(frame_result(image, [track(7, found[0], attributes=odd)]), status)
