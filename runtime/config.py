@@ -39,7 +39,7 @@ class DetectorConfig:
     min_confidence: float = 0.5
     min_face_size: int = 0  # pixels; smaller faces are ignored
     tiles: str = "off"  # "off", "auto" or COLSxROWS ("2x2"): also detect on overlapping tiles (runtime/tiles.py)
-    tile_budget_ms: float = 35.0  # "auto": the most a frame's detection may take (measured passes × tiles)
+    tile_budget_ms: float = 50.0  # "auto": the most a frame's detection may take (measured passes × tiles)
     tile_threads: int = 0  # threads running the tiles beside the whole-frame pass (0: perception's thread runs all)
 
 

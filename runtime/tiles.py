@@ -12,7 +12,8 @@ runtime/detector.py runs the model on the whole frame and on each tile; this mod
   photos: 42 of 43, BENCHMARKS.md), so a frame whose long side is at most `AUTO_TILE_SIDE` (640 px: faces of
   ~47 px and more) is not tiled; a larger one gets the smallest n×n grid whose tiles are at most that side,
   up to 3×3, and smaller while (1 + n²) measured passes exceed the time budget. The pass is timed on the
-  detector's first frames (`AutoGrid`), since it depends on the CPU (~6.5 ms here, any image size).
+  detector's first frames (`AutoGrid`), since it depends on the CPU (~6.5 ms here, any image size). The default
+  budget, 50 ms, leaves a 15 fps camera a quarter of its frame time for tracking and crops.
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ OVERLAP = 0.25  # of a tile's side
 NMS_IOU = 0.3
 AUTO_TILE_SIDE = 640  # pixels: tiles (and untiled frames) up to this long side find faces of ~47 px and more
 AUTO_MAX_GRID = 3
-DEFAULT_BUDGET_MS = 35.0  # per frame under `auto`: a 2×2 grid at ~6.5 ms a pass fits, 3×3 does not (this CPU)
-PROBE_FRAMES = 3  # frames timed before `auto` decides (the first call also loads the model: take the fastest)
+DEFAULT_BUDGET_MS = 50.0  # per frame under `auto`: 2×2 while a pass takes ≤ 10 ms (6.5-9 here), 3×3 at ≤ 5 ms
+PROBE_FRAMES = 10  # frames timed before `auto` decides; the fastest counts (the first loads the model, capture competes)
 EDGE = 1.0  # pixels: a box this close to an edge between tiles is cut by it
 _GRID = re.compile(r"^\s*([1-9])\s*x\s*([1-9])\s*$")
 

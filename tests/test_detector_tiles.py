@@ -73,7 +73,7 @@ def test_auto_grid_rule():
     assert tiles.auto_grid(480, 270, pass_ms=6.5) == (1, 1)
     assert tiles.auto_grid(640, 480, pass_ms=6.5) == (1, 1)
     assert tiles.auto_grid(1280, 720, pass_ms=6.5) == (2, 2)
-    assert tiles.auto_grid(1920, 1080, pass_ms=6.5) == (2, 2)  # 3×3 would take 65 ms > 35 ms
+    assert tiles.auto_grid(1920, 1080, pass_ms=6.5) == (2, 2)  # 3×3 would take 65 ms > 50 ms
     assert tiles.auto_grid(1920, 1080, pass_ms=2.0) == (3, 3)  # a faster CPU affords it
     assert tiles.auto_grid(1920, 1080, pass_ms=6.5, budget_ms=20) == (1, 1)
 
