@@ -145,3 +145,13 @@ def test_a_tiled_run_tracks_the_small_seated_faces(tmp_path):
         frames = [r for r in map(json.loads, jsonl.read_text().splitlines()) if r["type"] == "frame"]
         confirmed[grid] = max(sum(t["state"] == "confirmed" for t in f["tracks"]) for f in frames)
     assert confirmed["off"] <= 1 and confirmed["2x2"] >= 3
+
+
+def test_video_mode_keeps_no_state_so_tiles_may_use_image_mode():
+    """The reason tiles run on an IMAGE-mode instance: VIDEO mode gives the same faces frame by frame."""
+    clip = SAMPLES / "face-demographics-walking-and-pause.mp4"
+    frames = [clip_frame_rgb(clip, i) for i in (0, 10, 20, 30)]
+    frames += frames[::-1]
+    with FaceDetector(running_mode="video") as video, FaceDetector(running_mode="image") as image:
+        assert [[d.box for d in video.detect(f, i / 12)] for i, f in enumerate(frames)] == \
+            [[d.box for d in image.detect(f)] for f in frames]
