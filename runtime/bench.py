@@ -112,7 +112,9 @@ def run_naive(config: Config, max_frames: int | None) -> dict:
     """Detect, then classify every face of every frame synchronously at batch 1 (one thread)."""
     backend = open_backend(config.classifier.model, config.classifier)
     size, margin = backend.info.input_size, backend.info.crop_margin
-    detector = FaceDetector(config.detector.model, config.detector.min_confidence, config.detector.min_face_size)
+    detector = FaceDetector(config.detector.model, config.detector.min_confidence, config.detector.min_face_size,
+                            tiles=config.detector.tiles, tile_budget_ms=config.detector.tile_budget_ms,
+                            tile_threads=config.detector.tile_threads)
     video = cv2.VideoCapture(config.source.uri)
     frames = classifications = 0
     latencies = []

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import configfile
+from runtime.tiles import parse_tiles
 
 DEFAULT_AGE_CENTROIDS = [1.5, 6.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 77.0]
 
@@ -40,6 +41,9 @@ class DetectorConfig:
     min_confidence: float = 0.5  # in [0, 1]
     min_face_size: int = 0  # pixels (>= 0); smaller faces are ignored
     max_consecutive_errors: int = 5  # >= 1; detector exceptions in a row (retried with backoff) that stop the run
+    tiles: str = "off"  # "off", "auto" or COLSxROWS ("2x2"): also detect on overlapping tiles (runtime/tiles.py)
+    tile_budget_ms: float = 50.0  # > 0; "auto": the most a frame's detection may take (measured passes × tiles)
+    tile_threads: int = 0  # >= 0; threads running the tiles beside the whole-frame pass (0: perception's thread runs all)
 
 
 @dataclass
@@ -137,6 +141,10 @@ def validate(config: Config, origin: str) -> None:
     checks = [
         (config.source.mode in ("realtime", "fast"), "source.mode", "must be 'realtime' or 'fast'"),
         (0.0 <= config.detector.min_confidence <= 1.0, "detector.min_confidence", "must be in [0, 1]"),
+        (_tiles_ok(config.detector.tiles), "detector.tiles", f"must be off, auto or COLSxROWS such as 2x2 (1 to 9 each), "
+                                                              f"got {config.detector.tiles!r}"),
+        (config.detector.tile_budget_ms > 0, "detector.tile_budget_ms", "must be > 0"),
+        (config.detector.tile_threads >= 0, "detector.tile_threads", "must be >= 0"),
         (config.tracker.confirm_hits >= 1, "tracker.confirm_hits", "must be >= 1"),
         (config.tracker.remove_after >= config.tracker.lost_after, "tracker.remove_after", "must be >= lost_after"),
         (config.tracker.max_tracks >= 1, "tracker.max_tracks", "must be >= 1"),
@@ -200,3 +208,10 @@ def _range_checks(config: Config) -> list[tuple[bool, str, str]]:
 def _finite(value: float) -> bool:
     return math.isfinite(value)
 
+
+def _tiles_ok(value: str) -> bool:
+    try:
+        parse_tiles(value)
+    except ValueError:
+        return False
+    return True

@@ -132,6 +132,8 @@ def _scalar(hint: type, value: Any, where: str) -> Any:
             pass
     if hint is str and isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # `--set source.uri=0` is the webcam "0"
+    if hint is str and isinstance(value, bool):
+        return "on" if value else "off"  # YAML 1.1 reads an unquoted off/on (`detector.tiles: off`) as a bool
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise _Problem(where, f"expected {hint.__name__}, got {value!r}")
     return value

@@ -2,12 +2,25 @@
 
 `draw` paints one FrameResult on a copy of its frame; `Window` shows it (cv2.imshow) and
 `VideoRecorder` writes it to a file when the user asks for one (--record). Nothing is written otherwise.
+
+What is drawn is decided first (`layout`: plain data the tests read), then painted:
+- a confirmed track: its box (thinner when the box is predicted, not detected in this frame) and a label
+  block with its id and its own attributes (`track_lines`; a new track has none, so it starts bare);
+- a lost track: a thin dashed box and its id only (its box is a prediction and its readings are old);
+- a tentative track: a thin grey box, no label (it may be a false detection or about to be merged).
+Label blocks are placed greedily, in track-id order so a label keeps its side from frame to frame: below
+the face, above, right, left; the first that lies in the image and overlaps neither a placed label nor
+another face wins; failing that, the candidate overlapping least.
+All text is ASCII (`ascii_text`): OpenCV's Hershey fonts have no other glyphs ("—" would show as "???").
+A real font would need cv2.freetype (opencv-contrib) and a font file shipped with the project, for text that
+is ASCII already except the banner's dash and what a model's metadata might carry.
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
+import unicodedata
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +40,13 @@ COLORS = {  # BGR
 }
 TEXT = (255, 255, 255)
 WARNING = (0, 0, 255)
+BANNER = (40, 40, 40)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+GAP = 4  # pixels between a face box and its label
+_REPLACE = {"\u2014": "-", "\u2013": "-", "\u2212": "-", "\u00b1": "+/-", "\u00b0": " deg", "\u00d7": "x",
+            "\u2026": "...", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u00b5": "u", "\u2248": "~"}
+
+Rect = tuple[int, int, int, int]  # x1, y1, x2, y2
 
 
 @dataclass(frozen=True)
@@ -39,8 +59,30 @@ class Status:
     random_weights: bool
 
 
+@dataclass(frozen=True)
+class BoxShape:
+    rect: Rect
+    color: tuple[int, int, int]
+    thickness: int
+    dashed: bool
+
+
+@dataclass(frozen=True)
+class Label:
+    lines: tuple[str, ...]  # ASCII
+    rect: Rect  # the filled block behind the lines
+    color: tuple[int, int, int]  # the block's background
+
+
+def ascii_text(text: str) -> str:
+    """`text` in characters the Hershey fonts have: known symbols spelled out, accents dropped, the rest '?'."""
+    text = "".join(_REPLACE.get(c, c) for c in text)
+    text = unicodedata.normalize("NFKD", text)
+    return "".join(c if 32 <= ord(c) < 127 else ("" if unicodedata.combining(c) else "?") for c in text)
+
+
 def track_lines(result_track) -> list[str]:
-    """`#3`, then one line per task (`Happy 0.72`), then the age estimate."""
+    """`#3`, then one line per task (`Happy 0.72`), then the age estimate: the track's own attributes only."""
     track, attributes = result_track.track, result_track.attributes
     lines = [f"#{track.id}"]
     for name, task in attributes.tasks.items():
@@ -49,30 +91,119 @@ def track_lines(result_track) -> list[str]:
             lines.append(f"{task.label}{marker} {task.confidence:.2f}")
     if attributes.age_years is not None:
         lines.append(f"~{attributes.age_years:.0f} y")
-    return lines
+    return [ascii_text(line) for line in lines]
+
+
+def banner_lines(status: Status) -> list[tuple[str, tuple[int, int, int]]]:
+    latency = "-" if status.latency_ms is None else f"{status.latency_ms:.0f} ms"
+    lines = [(f"{status.fps:.1f} fps  latency {latency}  model: {status.model}", BANNER)]
+    if status.random_weights:
+        lines.append((RANDOM_WEIGHTS_WARNING, WARNING))
+    return [(ascii_text(text), color) for text, color in lines]
+
+
+def layout(result: FrameResult, status: Status, font_scale: float = 0.5) -> tuple[list[BoxShape], list[Label]]:
+    """The boxes and label blocks `draw` paints, labels placed so they cover neither each other nor faces."""
+    height, width = result.frame.image.shape[:2]
+    labels, taken = [], []
+    y = GAP
+    for text, color in banner_lines(status):
+        w, h = _block_size([text], font_scale)
+        labels.append(Label((text,), (GAP, y, GAP + w, y + h), color))
+        taken.append(labels[-1].rect)
+        y += h
+    boxes = []
+    faces = [_rect(item.track.box) for item in result.tracks]
+    for item in sorted(result.tracks, key=lambda item: item.track.id):
+        track = item.track
+        face = _rect(track.box)
+        state = track.state
+        detected = getattr(track, "detected", track.detection is not None)
+        if state is TrackState.CONFIRMED:
+            boxes.append(BoxShape(face, COLORS[state], 2 if detected else 1, False))
+            lines = track_lines(item)
+        elif state is TrackState.LOST:
+            boxes.append(BoxShape(face, COLORS[state], 1, True))
+            lines = [f"#{track.id}"]
+        else:  # tentative: maybe not a face at all
+            boxes.append(BoxShape(face, COLORS[state], 1, False))
+            continue
+        size = _block_size(lines, font_scale)
+        others = [f for f in faces if f != face]
+        rect = place(face, size, (width, height), taken, others)
+        taken.append(rect)
+        labels.append(Label(tuple(lines), rect, COLORS[state]))
+    return boxes, labels
+
+
+def place(face: Rect, size: tuple[int, int], image_size: tuple[int, int], labels: list[Rect], faces: list[Rect]) -> Rect:
+    """Below, above, right or left of `face`: the first candidate in the image that overlaps no label or face."""
+    (w, h), (width, height) = size, image_size
+    x1, y1, x2, y2 = face
+    candidates = [(x1, y2 + GAP), (x1, y1 - GAP - h), (x2 + GAP, y1), (x1 - GAP - w, y1)]
+    rects = [(x, y, x + w, y + h) for x, y in candidates]
+    inside = [r for r in rects if r[0] >= 0 and r[1] >= 0 and r[2] <= width and r[3] <= height]
+    if not inside:  # a face filling the image: the label goes inside the image, over the face
+        x, y = min(max(x1, 0), max(width - w, 0)), min(max(y2 + GAP, 0), max(height - h, 0))
+        return (x, y, x + w, y + h)
+    for rect in inside:
+        if not any(_overlap(rect, other) for other in labels + faces):
+            return rect
+    return min(inside, key=lambda r: (sum(_overlap(r, o) for o in labels), sum(_overlap(r, o) for o in faces)))
 
 
 def draw(result: FrameResult, status: Status, font_scale: float = 0.5) -> np.ndarray:
     image = result.frame.image.copy()
-    for item in result.tracks:
-        x1, y1, x2, y2 = (int(round(v)) for v in item.track.box)
-        color = COLORS[item.track.state]
-        cv2.rectangle(image, (x1, y1), (x2, y2), color, 2)
-        _text_block(image, track_lines(item), (x1, y2 + 4), color, font_scale)
-    latency = "-" if status.latency_ms is None else f"{status.latency_ms:.0f} ms"
-    header = f"{status.fps:.1f} fps  latency {latency}  model: {status.model}"
-    _text_block(image, [header], (4, 4), (40, 40, 40), font_scale)
-    if status.random_weights:
-        _text_block(image, [RANDOM_WEIGHTS_WARNING], (4, 28), WARNING, font_scale)
+    boxes, labels = layout(result, status, font_scale)
+    for box in boxes:
+        (_dashed_rectangle if box.dashed else _rectangle)(image, box.rect, box.color, box.thickness)
+    for label in labels:
+        _text_block(image, label, font_scale)
     return image
 
 
-def _text_block(image: np.ndarray, lines: list[str], origin: tuple[int, int], background: tuple, scale: float) -> None:
-    x, y = origin
-    for line in lines:
-        (width, height), baseline = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        cv2.rectangle(image, (x, y), (x + width + 4, y + height + baseline + 4), background, -1)
-        cv2.putText(image, line, (x + 2, y + height + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT, 1, cv2.LINE_AA)
+def _rect(box) -> Rect:
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    return (x1, y1, x2, y2)
+
+
+def _overlap(a: Rect, b: Rect) -> int:
+    """Intersection area of two rectangles (0 when they only touch)."""
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _line_size(line: str, scale: float) -> tuple[int, int]:
+    (width, height), baseline = cv2.getTextSize(line, FONT, scale, 1)
+    return width + 4, height + baseline + 4
+
+
+def _block_size(lines: list[str], scale: float) -> tuple[int, int]:
+    sizes = [_line_size(line, scale) for line in lines]
+    return max(w for w, _ in sizes), sum(h for _, h in sizes)
+
+
+def _rectangle(image: np.ndarray, rect: Rect, color: tuple, thickness: int) -> None:
+    cv2.rectangle(image, rect[:2], rect[2:], color, thickness)
+
+
+def _dashed_rectangle(image: np.ndarray, rect: Rect, color: tuple, thickness: int, dash: int = 6) -> None:
+    x1, y1, x2, y2 = rect
+    corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
+    for (ax, ay), (bx, by) in zip(corners, corners[1:] + corners[:1]):
+        length = max(abs(bx - ax), abs(by - ay))
+        for start in range(0, length, 2 * dash):
+            end = min(start + dash, length)
+            p = (ax + (bx - ax) * start // max(length, 1), ay + (by - ay) * start // max(length, 1))
+            q = (ax + (bx - ax) * end // max(length, 1), ay + (by - ay) * end // max(length, 1))
+            cv2.line(image, p, q, color, thickness)
+
+
+def _text_block(image: np.ndarray, label: Label, scale: float) -> None:
+    x, y, x2, y2 = label.rect
+    cv2.rectangle(image, (x, y), (x2, y2), label.color, -1)
+    for line in label.lines:
+        (_, height), baseline = cv2.getTextSize(line, FONT, scale, 1)
+        cv2.putText(image, line, (x + 2, y + height + 2), FONT, scale, TEXT, 1, cv2.LINE_AA)
         y += height + baseline + 4
 
 

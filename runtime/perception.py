@@ -68,7 +68,9 @@ class Perception:
                                        max_tracks=config.tracker.max_tracks, **config.tracker.association)
         except TypeError as error:
             raise ConfigError(f"tracker.association: {error}") from None
-        self.detector = FaceDetector(config.detector.model, config.detector.min_confidence, config.detector.min_face_size)
+        self.detector = FaceDetector(config.detector.model, config.detector.min_confidence, config.detector.min_face_size,
+                                     tiles=config.detector.tiles, tile_budget_ms=config.detector.tile_budget_ms,
+                                     tile_threads=config.detector.tile_threads)
         self._tracks: dict[int, _TrackAttributeState] = {}  # every track that has `appeared` and not yet disappeared
         self._in_flight: set[int] = set()  # tracks with a crop at the classifier
         self._tracks_now: list[Track] = []  # the last frame's tracks (boxes for the events of late readings)
