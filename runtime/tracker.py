@@ -78,19 +78,20 @@ class _LiveTrack:
 
     def predicted_box(self, timestamp: float, max_prediction: float) -> Box:
         dt = min(timestamp - self.last_seen, max_prediction)
-        dx, dy = self.velocity * dt
+        dx, dy = float(self.velocity[0]) * dt, float(self.velocity[1]) * dt
         x1, y1, x2, y2 = self.box
         return (x1 + dx, y1 + dy, x2 + dx, y2 + dy)
 
     def match(self, detection: Detection, timestamp: float, settings: Association, alone: bool) -> None:
         dt = timestamp - self.last_seen
+        (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = self.box, detection.box
         # A box that shrinks or grows fast is being occluded or uncovered: its centre jumps, not the face.
         change = settings.steady_size_change
         steady = 1.0 / change <= _size(detection.box) / max(_size(self.box), 1e-6) <= change
         if dt > settings.max_prediction:
             self.velocity = np.zeros(2)  # found again after a long gap: the old motion says nothing
         elif dt > 0 and steady:
-            measured = (_center(detection.box) - _center(self.box)) / dt
+            measured = np.array(((bx1 + bx2 - ax1 - ax2) / (2 * dt), (by1 + by2 - ay1 - ay2) / (2 * dt)))
             smoothing = settings.velocity_smoothing
             self.velocity = smoothing * measured + (1.0 - smoothing) * self.velocity
         if detection.appearance is not None and (alone or self.appearance is None):
@@ -220,7 +221,7 @@ class FaceTracker:
         overlap = _iou_matrix(predicted, boxes)
         centres_p = (predicted[:, :2] + predicted[:, 2:]) / 2
         centres_d = (boxes[:, :2] + boxes[:, 2:]) / 2
-        distance = np.linalg.norm(centres_p[:, None] - centres_d[None], axis=2) / np.maximum((size_p + size_d) / 2, 1e-6)
+        distance = np.hypot(*(centres_p[:, None] - centres_d[None]).transpose(2, 0, 1)) / np.maximum((size_p + size_d) / 2, 1e-6)
         cost = (1.0 - overlap) + distance
         near = (overlap >= settings.min_iou) | (distance <= settings.max_center_distance)
         known = np.array([t.appearance is not None for t in tracks])[:, None] & \
@@ -235,10 +236,6 @@ class FaceTracker:
             near |= lost & known & (appearance <= settings.reacquire_appearance) & \
                 (distance <= settings.reacquire_distance)
         return np.where(near & (ratio <= settings.max_size_ratio), cost, _FORBIDDEN)
-
-
-def _center(box: Box) -> np.ndarray:
-    return np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
 
 
 def _size(box: Box) -> float:
