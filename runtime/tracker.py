@@ -16,7 +16,9 @@ All timing is in seconds, so behaviour does not depend on the frame rate:
 - a confirmed track unmatched for `lost_after` seconds is `lost` (still predicted for `max_prediction`
   seconds, then held still, and re-matched with the same id); a lost track may also take a detection up to
   `reacquire_distance` face sizes away whose appearance is within `reacquire_appearance` of its own, so a
-  face seen again after an occlusion or after leaving the image gets its own id back;
+  face seen again after an occlusion or after leaving the image gets its own id back; and a new track
+  that is about to be confirmed continues such a lost track instead (a face coming out from behind
+  another is first detected half hidden, when its colours are mixed with the other's);
 - predicted boxes are clipped to the image (`frame_size`); a track whose predicted box is mostly outside
   it stops moving and is `lost` at once;
 - confirmed and lost tracks are matched before tentative ones, so a spurious new track never steals
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from runtime.appearance import distance
 from runtime.types import Box, Detection, Track, TrackState
 
 _FORBIDDEN = 1e6  # cost of a pair outside the gates
@@ -49,7 +52,8 @@ class Association:
     max_tracks: int = 32  # live tracks; bounds the event queue downstream
     appearance_weight: float = 4.0  # cost per unit of appearance distance (0..1; same face ≈ 0.02, others ≈ 0.1)
     reacquire_distance: float = 3.0  # a lost track may take a detection this many face sizes away ...
-    reacquire_appearance: float = 0.06  # ... whose appearance distance is at most this
+    reacquire_appearance: float = 0.1  # ... whose appearance distance is at most this
+    reacquire_wait: float = 0.4  # seconds a new track near a lost one stays tentative while its colours settle
     appearance_update: float = 0.2  # weight of a new unoverlapped descriptor in the track's running one
     min_visible: float = 0.5  # a predicted box with less of its area inside the image stops being predicted
 
@@ -70,7 +74,7 @@ class _LiveTrack:
         self.detection: Detection | None = detection
         self.appearance = detection.appearance
         self.velocity = np.zeros(2)  # centre velocity, pixels per second
-        self.last_seen = timestamp
+        self.last_seen = self.first_seen = timestamp
         self.hits = 1
         self.misses = 0
         self.state = TrackState.TENTATIVE
@@ -103,6 +107,12 @@ class _LiveTrack:
         self.box, self.detection, self.last_seen = detection.box, detection, timestamp
         self.hits += 1
         self.misses = 0
+
+    def take_over(self, young: _LiveTrack) -> None:
+        """Continue with a tentative track's detections (this lost track was found again under it)."""
+        self.box, self.detection, self.last_seen = young.box, young.detection, young.last_seen
+        self.velocity, self.hits, self.misses = young.velocity, self.hits + young.hits, 0
+        self.state = TrackState.CONFIRMED
 
     def miss(self) -> None:
         self.detection = None
@@ -151,6 +161,13 @@ class FaceTracker:
             if track.state == TrackState.LOST:
                 track.state = TrackState.CONFIRMED
             elif track.state == TrackState.TENTATIVE and track.hits >= self.confirm_hits:
+                heir, near = self._lost_twin(track, timestamp)
+                if heir is not None:  # a lost face seen again, first half hidden: it keeps its id
+                    heir.take_over(track)
+                    self._tracks.remove(track)
+                    continue
+                if near and timestamp - track.first_seen < self.association.reacquire_wait:
+                    continue  # stays tentative until its colours tell whether it is that lost face
                 track.state = TrackState.CONFIRMED
                 appeared.append(track)
         matched_ids = {track.id for track, _ in matched_est + matched_tent}
@@ -193,6 +210,20 @@ class FaceTracker:
         self._tracks.clear()
         return closing
 
+    def _lost_twin(self, young: _LiveTrack, timestamp: float) -> tuple[_LiveTrack | None, bool]:
+        """The lost track that a track about to be confirmed continues (within `reacquire_distance` face sizes
+        and `reacquire_appearance` of it, the closest in appearance) or None; and whether any lost track is
+        that near."""
+        settings = self.association
+        seen = young.detection.appearance if young.detection is not None else None
+        lost = [t for t in self._tracks if t.state == TrackState.LOST and t.appearance is not None]
+        if seen is None or not lost:
+            return None, False
+        gap = self._costs(lost, [young.detection], timestamp, reacquire_all=True)[:, 0] < _FORBIDDEN
+        appearance = np.array([distance(t.appearance, seen) for t in lost])
+        candidates = [i for i in np.argsort(appearance) if appearance[i] <= settings.reacquire_appearance and gap[i]]
+        return (lost[candidates[0]] if candidates else None), bool(gap.any())
+
     def _shown_box(self, track: _LiveTrack, timestamp: float, frame_size: tuple[int, int] | None) -> Box:
         box = track.box if track.detection is not None else track.predicted_box(timestamp, self.association.max_prediction)
         return box if frame_size is None else _clip(box, frame_size)
@@ -209,7 +240,8 @@ class FaceTracker:
         used = {index for _, index in pairs}
         return pairs, [i for i in free if i not in used]
 
-    def _costs(self, tracks: list[_LiveTrack], detections: list[Detection], timestamp: float) -> np.ndarray:
+    def _costs(self, tracks: list[_LiveTrack], detections: list[Detection], timestamp: float,
+               reacquire_all: bool = False) -> np.ndarray:
         """The cost of every (track, detection) pair, _FORBIDDEN outside the gates (vectorised: 10 faces
         cost a few tens of microseconds)."""
         settings = self.association
@@ -224,6 +256,8 @@ class FaceTracker:
         distance = np.hypot(*(centres_p[:, None] - centres_d[None]).transpose(2, 0, 1)) / np.maximum((size_p + size_d) / 2, 1e-6)
         cost = (1.0 - overlap) + distance
         near = (overlap >= settings.min_iou) | (distance <= settings.max_center_distance)
+        if reacquire_all:  # position only: the re-acquisition gate whatever the appearance
+            return np.where((distance <= settings.reacquire_distance) & (ratio <= settings.max_size_ratio), cost, _FORBIDDEN)
         known = np.array([t.appearance is not None for t in tracks])[:, None] & \
             np.array([d.appearance is not None for d in detections])[None, :]
         if known.any():

@@ -10,7 +10,8 @@ detector runs once per frame, as perception runs it; then each tracker sees thos
 - `main`: the tracker of git `--baseline` (default main) as it was, every track reported (as its JSONL did);
 - `bytetrack`: supervision.ByteTrack(frame_rate=clip fps), its output tracks;
 - `detections`: the raw detections (their coverage is the detector's recall, the ceiling for every tracker).
-Also the time facecue's tracking takes per frame (appearance descriptors + cut check + update).
+Also the time facecue's tracking takes per frame (appearance descriptors + cut check + update; the mean over
+the clip, best of 3 runs, since the machine is shared).
 """
 from __future__ import annotations
 
@@ -50,17 +51,21 @@ def detect(clip: Path) -> tuple[list, list[np.ndarray]]:
     return detections, images
 
 
-def run_facecue(detections, images, fps) -> tuple[dict, float]:
-    tracker, cuts, out, spent = FaceTracker(), CutDetector(0.21), {}, 0.0
-    for index, (found, rgb) in enumerate(zip(detections, images)):
-        started = time.perf_counter()
-        if cuts.is_cut(rgb):
-            tracker.close_all()
-        update = tracker.update(with_appearance(rgb, found), index / fps, (rgb.shape[1], rgb.shape[0]))
-        spent += time.perf_counter() - started
-        out[index] = [{"id": t.id, "box": list(t.box), "state": t.state.value}
-                      for t in update.tracks if t.state != TrackState.TENTATIVE]
-    return out, spent / max(1, len(images))
+def run_facecue(detections, images, fps, repeats: int = 3) -> tuple[dict, float]:
+    """The reported tracks per frame, and the seconds per frame of tracking (best of `repeats` runs)."""
+    best = float("inf")
+    for _ in range(repeats):
+        tracker, cuts, out, spent = FaceTracker(), CutDetector(0.21), {}, 0.0
+        for index, (found, rgb) in enumerate(zip(detections, images)):
+            started = time.perf_counter()
+            if cuts.is_cut(rgb):
+                tracker.close_all()
+            update = tracker.update(with_appearance(rgb, found), index / fps, (rgb.shape[1], rgb.shape[0]))
+            spent += time.perf_counter() - started
+            out[index] = [{"id": t.id, "box": list(t.box), "state": t.state.value}
+                          for t in update.tracks if t.state != TrackState.TENTATIVE]
+        best = min(best, spent / max(1, len(images)))
+    return out, best
 
 
 def load_baseline(commit: str):
