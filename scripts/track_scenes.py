@@ -4,7 +4,7 @@
         [--background IMAGE] [--fps 30]        # writes clip.mp4 and truth.json into --out
 
 Scenarios (640×480): `crossing` (8 s, 4 people: two cross, one passes behind a standing one for about
-1.6 s, one leaves the image and comes back after about 1.2 s), `cut` (8 s: 3 people, then a cut to
+1.6 s, one leaves the image and is back about 1.5 s later), `cut` (8 s: 3 people, then a cut to
 another background with 3 other people standing where the first ones stood), `pan` (6 s: the camera pans
 over a wide background, 3 people in the scene slide across and out of the image), `crowd` (8 s, 6 people
 in two rows crossing each other), `ten` (4 s, 10 faces drifting, for timing).
@@ -105,10 +105,10 @@ def scenario(name: str, chips: int) -> tuple[list[Shot], float]:
     c = lambda i: i % chips  # noqa: E731
     if name == "crossing":
         return [Shot(0.0, 8.0, 0, [
-            Person(c(0), [(0, 80, 150), (4.5, 720, 150), (6.2, 720, 150), (8, 430, 150)], depth=1),
+            Person(c(0), [(0, 80, 150), (3.5, 700, 150), (3.7, 700, 150), (8, 380, 150)], depth=1),  # out ~1.5 s
             Person(c(1), [(0, 560, 215), (8, 80, 215)], depth=2),  # crosses person 0, partly in front
             Person(c(2), [(0, 320, 360), (8, 330, 360)], depth=3),  # stands in front
-            Person(c(3), [(0, 60, 355), (8, 600, 355)], depth=0),  # walks behind person 2 (~1.6 s hidden)
+            Person(c(3), [(0, 30, 355), (8, 720, 355)], depth=0),  # walks behind person 2 (~1.6 s hidden)
         ])], 8.0
     if name == "cut":
         return [Shot(0.0, 4.0, 0, [Person(c(0), [(0, 150, 180), (4, 250, 180)]),

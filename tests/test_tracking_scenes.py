@@ -184,3 +184,19 @@ def test_track_eval_counts_switches_fragmentations_and_cut_crossings():
     assert metrics["coverage"] == pytest.approx(4 / 6, abs=1e-3)
     assert (metrics["id_switches"], metrics["fragmentations"], metrics["false_positives"]) == (2, 2, 2)
     assert (metrics["ids_across_cuts"], metrics["boxes_outside"]) == (1, 1)
+
+
+def test_four_people_crossing_occluding_and_reentering_keep_their_ids(detector):
+    scenes = _load_scenes()
+    scene = scenes.build("crossing", scenes.default_faces(), data.rocket(), data.coffee(), detector)
+    fps = 15.0
+    truth = {"size": list(scenes.SIZE), "cuts": [], "frames": []}
+    tracker, reported = FaceTracker(), {}
+    for index, rgb, faces, _ in scenes.frames(scene, fps):
+        truth["frames"].append({"index": index, "faces": faces})
+        found = with_appearance(rgb, detector.detect(rgb))
+        update = tracker.update(found, index / fps, (rgb.shape[1], rgb.shape[0]))
+        reported[index] = [{"id": t.id, "box": list(t.box), "state": t.state.value}
+                           for t in update.tracks if t.state != TrackState.TENTATIVE]
+    metrics = evaluate(truth, reported)
+    assert metrics["id_switches"] <= 1 and metrics["coverage"] >= 0.9 and metrics["boxes_outside"] == 0
