@@ -132,13 +132,16 @@ def test_an_undetected_track_is_confirmed_then_lost_and_reports_detected():
     assert tracker.update([], 0.3).tracks[0].state == TrackState.LOST
 
 
-def _run_clip(tmp_path: Path, detector, name: str, fps: float = 15.0) -> tuple[Path, dict]:
+def _run_clip(tmp_path: Path, detector, name: str, fps: float = 15.0, overrides=()) -> tuple[Path, dict]:
     scenes = _load_scenes()
-    scene = scenes.build(name, scenes.default_faces(), data.rocket(), data.coffee(), detector)
-    truth = scenes.write(scene, tmp_path / name, fps)
-    jsonl = tmp_path / name / "run.jsonl"
+    if not (tmp_path / name / "truth.json").exists():
+        scene = scenes.build(name, scenes.default_faces(), data.rocket(), data.coffee(), detector)
+        scenes.write(scene, tmp_path / name, fps)
+    truth = json.loads((tmp_path / name / "truth.json").read_text())
+    jsonl = tmp_path / name / f"run{len(overrides)}.jsonl"
+    sets = [arg for item in overrides for arg in ("--set", item)]
     result = subprocess.run([sys.executable, "-m", "runtime.run", "--source", str(tmp_path / name / "clip.mp4"),
-                             "--mode", "fast", "--headless", "--jsonl", str(jsonl), "--log-level", "WARNING"],
+                             "--mode", "fast", "--headless", "--jsonl", str(jsonl), "--log-level", "WARNING", *sets],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     return jsonl, truth
@@ -168,6 +171,19 @@ def test_no_id_crosses_a_cut_and_frame_lines_report_state_and_detected(tmp_path,
     bad = subprocess.run([sys.executable, "-m", "runtime.track_eval", "--truth", str(jsonl), "--jsonl", str(jsonl)],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "error:" in bad.stderr
+
+    # the options: tentative tracks reported, cut detection off
+    jsonl, _ = _run_clip(tmp_path, detector, "cut", overrides=("tracker.report_tentative=true", "tracker.cut_threshold=0"))
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert any(t["state"] == "tentative" for r in records if r["type"] == "frame" for t in r["tracks"])
+    assert not any(r.get("reason") == "cut" for r in records if r["type"] == "event")
+
+
+def test_cut_threshold_out_of_range_is_named():
+    from runtime.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="tracker.cut_threshold"):
+        load_config(None, ["tracker.cut_threshold=1.5"])
 
 
 def test_track_eval_counts_switches_fragmentations_and_cut_crossings():
