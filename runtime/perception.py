@@ -83,11 +83,11 @@ class Perception:
         started = time.monotonic()
         now = frame.stream_time
         rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
-        if self.cuts.is_cut(rgb):
-            self._end_tracks(frame, "cut")
-            self.cuts_seen += 1
         detections = self.detector.detect(rgb, now)
         latencies["detect"], started = _lap(started)
+        if self.cuts.is_cut(rgb):  # before the update, so no track continues onto the new shot
+            self._end_tracks(frame, "cut")
+            self.cuts_seen += 1
         if self.config.tracker.appearance:
             detections = with_appearance(rgb, detections)
         update = self.tracker.update(detections, now, (rgb.shape[1], rgb.shape[0]))

@@ -216,3 +216,26 @@ def test_four_people_crossing_occluding_and_reentering_keep_their_ids(detector):
                            for t in update.tracks if t.state != TrackState.TENTATIVE]
     metrics = evaluate(truth, reported)
     assert metrics["id_switches"] <= 1 and metrics["coverage"] >= 0.9 and metrics["boxes_outside"] == 0
+
+
+def test_no_false_cut_inside_the_sample_clips_and_a_cut_where_two_are_joined():
+    from helpers_faces import SAMPLES
+
+    clips = []
+    for path in sorted(SAMPLES.glob("*.mp4")):
+        video, frames = cv2.VideoCapture(str(path)), []
+        while len(frames) < 40:
+            ok, frame = video.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        video.release()
+        clips.append(frames)
+    assert len(clips) >= 3
+    for frames in clips:  # people walking, turning their heads
+        detector = CutDetector(0.21)
+        assert not any(detector.is_cut(frame) for frame in frames)
+    for first, second in zip(clips, clips[1:]):
+        detector = CutDetector(0.21)
+        detector.is_cut(first[-1])
+        assert detector.is_cut(second[0])
