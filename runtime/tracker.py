@@ -156,6 +156,7 @@ class FaceTracker:
 
         alone = _alone([d.box for d in detections])
         appeared: list[Track] = []
+        matched_ids = {track.id for track, _ in matched_est + matched_tent}
         for track, index in matched_est + matched_tent:
             track.match(detections[index], timestamp, self.association, alone[index])
             if track.state == TrackState.LOST:
@@ -165,12 +166,12 @@ class FaceTracker:
                 if heir is not None:  # a lost face seen again, first half hidden: it keeps its id
                     heir.take_over(track)
                     self._tracks.remove(track)
+                    matched_ids.add(heir.id)
                     continue
                 if near and timestamp - track.first_seen < self.association.reacquire_wait:
                     continue  # stays tentative until its colours tell whether it is that lost face
                 track.state = TrackState.CONFIRMED
                 appeared.append(track)
-        matched_ids = {track.id for track, _ in matched_est + matched_tent}
 
         for track in [t for t in self._tracks if t.id not in matched_ids]:
             track.miss()

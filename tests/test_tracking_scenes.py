@@ -239,3 +239,17 @@ def test_no_false_cut_inside_the_sample_clips_and_a_cut_where_two_are_joined():
         detector = CutDetector(0.21)
         detector.is_cut(first[-1])
         assert detector.is_cut(second[0])
+
+
+def test_a_new_track_next_to_a_lost_one_with_its_colours_continues_it():
+    colours = np.zeros((64,), np.float32)
+    colours[5] = 1.0
+    seen = lambda x: Detection((x, 100.0, x + 60.0, 160.0), 0.9, np.zeros((6, 2), np.float32), colours)  # noqa: E731
+    tracker = FaceTracker(confirm_hits=2, lost_after=0.1, remove_after=2.0)
+    for index in range(3):
+        tracker.update([seen(100.0)], index * 0.1)
+    tracker.update([], 0.5)  # lost, held still (no motion)
+    for index, t in enumerate((1.0, 1.1, 1.2)):  # comes back 2 face sizes away: beyond the normal gate
+        update = tracker.update([seen(220.0 + index)], t)
+    assert [(tr.id, tr.state, tr.detected) for tr in update.tracks] == [(1, TrackState.CONFIRMED, True)]
+    assert not update.appeared
