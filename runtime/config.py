@@ -143,7 +143,6 @@ def validate(config: Config, origin: str) -> None:
         (config.tracker.confirm_hits >= 1, "tracker.confirm_hits", "must be >= 1"),
         (config.tracker.remove_after >= config.tracker.lost_after, "tracker.remove_after", "must be >= lost_after"),
         (config.tracker.max_tracks >= 1, "tracker.max_tracks", "must be >= 1"),
-        (config.tracker.lost_after >= 0, "tracker.lost_after", "must be >= 0"),
         (0.0 <= config.tracker.cut_threshold <= 1.0, "tracker.cut_threshold", "must be in [0, 1] (0: off)"),
         (config.classifier.backend in ("onnxruntime", "tensorrt"), "classifier.backend", "must be 'onnxruntime' or 'tensorrt'"),
         (config.classifier.opt_batch >= 1, "classifier.opt_batch", "must be >= 1"),

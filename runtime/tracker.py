@@ -124,8 +124,7 @@ class _LiveTrack:
 
     def snapshot(self, box: Box | None = None) -> Track:
         return Track(id=self.id, box=box or self.box, detection=self.detection, hits=self.hits,
-                     misses=self.misses, state=self.state, last_classified=self.last_classified,
-                     detected=self.detection is not None)
+                     misses=self.misses, state=self.state, last_classified=self.last_classified)
 
 
 class FaceTracker:

@@ -53,7 +53,11 @@ class Track:
     misses: int
     state: TrackState
     last_classified: float | None = None  # stream time (Frame.stream_time) of the last classification request
-    detected: bool = False  # the box was detected in this frame (False: predicted from the track's motion)
+
+    @property
+    def detected(self) -> bool:
+        """The box was detected in this frame (False: predicted from the track's motion)."""
+        return self.detection is not None
 
 
 @dataclass(frozen=True)
