@@ -49,10 +49,17 @@ class DetectorConfig:
 @dataclass
 class TrackerConfig:
     confirm_hits: int = 3  # >= 1; consecutive matches before a track is confirmed (and `appeared` fires)
-    lost_after: float = 0.25  # seconds (> 0, <= remove_after) without a match before a track is lost
-    remove_after: float = 1.0  # seconds (> 0) without a match before a track is removed (`disappeared`)
+    lost_after: float = 0.25  # seconds (> 0, <= remove_after) without a match before a track is reported lost
+    # seconds (> 0) without a match before a track is removed (`disappeared`); a face passing behind another is
+    # hidden 1-2 s (BENCHMARKS.md "Tracking"), so 2 s keeps its id; 0.5 .. 5 is sensible
+    remove_after: float = 2.0
     max_tracks: int = 32  # >= 1; cap on live tracks; bounds the lifecycle events that are never dropped
     association: dict[str, float] = field(default_factory=dict)  # runtime.tracker.Association fields, e.g. min_iou
+    appearance: bool = True  # colour descriptors of face and hair in the association (runtime/appearance.py)
+    # runtime/cuts.py: a frame whose colours differ from the previous one's by more than this (0..1) is a cut
+    # and ends every track (`disappeared`, reason "cut"); 0 turns it off. Chosen in BENCHMARKS.md "Cuts".
+    cut_threshold: float = 0.21
+    report_tentative: bool = False  # also hand tentative tracks to FrameResult consumers (overlay, JSONL frames)
 
 
 @dataclass
@@ -148,6 +155,7 @@ def validate(config: Config, origin: str) -> None:
         (config.tracker.confirm_hits >= 1, "tracker.confirm_hits", "must be >= 1"),
         (config.tracker.remove_after >= config.tracker.lost_after, "tracker.remove_after", "must be >= lost_after"),
         (config.tracker.max_tracks >= 1, "tracker.max_tracks", "must be >= 1"),
+        (0.0 <= config.tracker.cut_threshold <= 1.0, "tracker.cut_threshold", "must be in [0, 1] (0: off)"),
         (config.classifier.backend in ("onnxruntime", "tensorrt"), "classifier.backend", "must be 'onnxruntime' or 'tensorrt'"),
         (config.classifier.opt_batch >= 1, "classifier.opt_batch", "must be >= 1"),
         (config.classifier.max_batch >= 1, "classifier.max_batch", "must be >= 1"),

@@ -3,9 +3,11 @@
 Records (`type` says which):
 - `run`: first line; source, model, whether it has random weights, and the clock pair
   (`monotonic`, `unix`) that maps the monotonic timestamps of the other records to wall time;
-- `event`: every FaceEvent (`event`, `track_id`, `timestamp`, `media_time`, `box`, `attributes`, `changes`);
-- `frame`: per processed frame its `index`, `timestamp`, `media_time` and `tracks` (`id`, `box`, `state`,
-  `attributes`);
+- `event`: every FaceEvent (`event`, `track_id`, `timestamp`, `media_time`, `box`, `attributes`, `changes`,
+  `reason`: why a track `disappeared` — "removed", "cut", "shutdown" — else null);
+- `frame`: per processed frame its `index`, `timestamp`, `media_time` and `tracks` (`id`, `box`, `state`:
+  confirmed or lost — tentative only with `tracker.report_tentative` —, `detected`: the box was detected in
+  this frame rather than predicted, `attributes`);
 `timestamp` is the monotonic capture time (latency); `media_time` the stream's own clock (a file's position
 in seconds, a live source's capture time), which offline scoring should use.
 - `stats`: last line; the run's statistics.
@@ -53,6 +55,7 @@ def event_record(event: FaceEvent) -> dict[str, Any]:
         "box": [round(v, 1) for v in event.box],
         "attributes": attributes_record(event.attributes),
         "changes": {task: list(change) for task, change in event.changes.items()},
+        "reason": event.reason,
     }
 
 
@@ -67,6 +70,7 @@ def frame_record(result: FrameResult) -> dict[str, Any]:
                 "id": item.track.id,
                 "box": [round(v, 1) for v in item.track.box],
                 "state": item.track.state.value,
+                "detected": item.track.detected,
                 "attributes": attributes_record(item.attributes),
             }
             for item in result.tracks

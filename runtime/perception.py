@@ -1,7 +1,9 @@
 """Perception: one Frame in, one FrameResult and its FaceEvents out (design.md, "Threads").
 
 Perception is the only writer of track and attribute state; per frame it
-  1. converts the frame to RGB once, detects faces and updates the tracker;
+  1. converts the frame to RGB once, ends every track at a scene cut (runtime/cuts.py, `disappeared` with
+     reason "cut"), detects faces, describes their appearance (runtime/appearance.py) and updates the
+     tracker; tentative tracks reach the FrameResult only with `tracker.report_tentative`;
   2. folds the classifier's returned readings into each track's smoother (→ attribute events);
   3. picks the tracks due for classification, crops them at the model's size and margin, submits them
      as one round; with `classifier.synchronous` it then waits for their readings and folds them in (2.),
@@ -26,9 +28,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from runtime.appearance import with_appearance
 from runtime.classifier import Classifier, ClassificationResult, CropRequest
 from runtime.config import Config, ConfigError
 from runtime.crop import crop_face
+from runtime.cuts import CutDetector
 from runtime.detector import FaceDetector
 from runtime.events import EventBus
 from runtime.metadata import ModelInfo
@@ -37,7 +41,7 @@ from runtime.quality import face_quality
 from runtime.smoothing import SmoothingSettings, TrackSmoother
 from runtime.stats import LatencyRecorder
 from runtime.tracker import FaceTracker
-from runtime.types import Attributes, Box, EventKind, FaceEvent, Frame, FrameResult, Track, TrackResult
+from runtime.types import Attributes, Box, EventKind, FaceEvent, Frame, FrameResult, Track, TrackResult, TrackState
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,8 @@ class Perception:
                                        max_tracks=config.tracker.max_tracks, **config.tracker.association)
         except TypeError as error:
             raise ConfigError(f"tracker.association: {error}") from None
+        self.cuts = CutDetector(config.tracker.cut_threshold)
+        self.cuts_seen = 0
         self.detector = FaceDetector(config.detector.model, config.detector.min_confidence, config.detector.min_face_size,
                                      tiles=config.detector.tiles, tile_budget_ms=config.detector.tile_budget_ms,
                                      tile_threads=config.detector.tile_threads)
@@ -87,7 +93,12 @@ class Perception:
         detections = self._detect(rgb, now)
         self._last_frame_time = now
         latencies["detect"], started = _lap(started)
-        update = self.tracker.update(detections, now)
+        if self.cuts.is_cut(rgb):  # before the update, so no track continues onto the new shot
+            self._end_tracks(frame, "cut")
+            self.cuts_seen += 1
+        if self.config.tracker.appearance:
+            detections = with_appearance(rgb, detections)
+        update = self.tracker.update(detections, now, (rgb.shape[1], rgb.shape[0]))
         latencies["track"], started = _lap(started)
         for track in update.appeared:
             smoother = TrackSmoother(self.info, self.smoothing) if self.info is not None else None
@@ -104,7 +115,7 @@ class Perception:
             if infer:
                 latencies["infer"] = infer
         for track in update.disappeared:
-            self._emit(EventKind.DISAPPEARED, track, frame)
+            self._emit(EventKind.DISAPPEARED, track, frame, reason="removed")
             self._tracks.pop(track.id, None)
             self._in_flight.discard(track.id)
         for stage, seconds in latencies.items():
@@ -112,7 +123,8 @@ class Perception:
                 self.latencies.add(stage, seconds)
         self.frames_processed += 1
         self._tracks_now = update.tracks
-        tracks = [TrackResult(track, self._attributes(track.id)) for track in update.tracks]
+        shown = [t for t in update.tracks if self.config.tracker.report_tentative or t.state != TrackState.TENTATIVE]
+        tracks = [TrackResult(track, self._attributes(track.id)) for track in shown]
         return FrameResult(frame=frame, tracks=tracks, latencies=latencies)
 
     def tick(self, stream_time: float) -> None:
@@ -128,7 +140,7 @@ class Perception:
         for track in update.disappeared:
             if track.id in self._tracks:
                 self.events.emit(FaceEvent(EventKind.DISAPPEARED, track.id, timestamp, track.box,
-                                           self._attributes(track.id), media_time=stream_time))
+                                           self._attributes(track.id), media_time=stream_time, reason="removed"))
             self._tracks.pop(track.id, None)
             self._in_flight.discard(track.id)
 
@@ -144,10 +156,15 @@ class Perception:
 
     def close_tracks(self, last_frame: Frame | None) -> None:
         """At the end: `disappeared` for every confirmed track still alive, so each `appeared` is matched."""
+        self._end_tracks(last_frame, "shutdown")
+
+    def _end_tracks(self, frame: Frame | None, reason: str) -> None:
+        """End every track (`disappeared` with `reason` for those that appeared); their late readings are dropped."""
         for track in self.tracker.close_all():
             if track.id in self._tracks:  # a track in self._tracks appeared, so a frame was processed
-                self._emit(EventKind.DISAPPEARED, track, last_frame)
+                self._emit(EventKind.DISAPPEARED, track, frame, reason=reason)
         self._tracks.clear()
+        self._in_flight.clear()
 
     def close(self) -> None:
         """Release the detector. Idempotent."""
@@ -224,9 +241,9 @@ class Perception:
             return Attributes()
         return state.smoother.attributes()
 
-    def _emit(self, kind: EventKind, track: Track, frame: Frame) -> None:
+    def _emit(self, kind: EventKind, track: Track, frame: Frame, reason: str | None = None) -> None:
         self.events.emit(FaceEvent(kind, track.id, frame.timestamp, track.box, self._attributes(track.id),
-                                   media_time=frame.stream_time))
+                                   media_time=frame.stream_time, reason=reason))
 
     def _emit_attributes(self, kind: EventKind, result: ClassificationResult, box: Box,
                          state: _TrackAttributeState, changes: dict | None = None) -> None:

@@ -33,6 +33,7 @@ class Detection:
     box: Box
     score: float
     keypoints: np.ndarray  # (6, 2) float pixels: right eye, left eye, nose tip, mouth, right ear, left ear
+    appearance: np.ndarray | None = None  # runtime.appearance descriptor of the face and hair, when computed
 
 
 class TrackState(str, enum.Enum):
@@ -52,6 +53,11 @@ class Track:
     misses: int
     state: TrackState
     last_classified: float | None = None  # stream time (Frame.stream_time) of the last classification request
+
+    @property
+    def detected(self) -> bool:
+        """The box was detected in this frame (False: predicted from the track's motion)."""
+        return self.detection is not None
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,7 @@ class FaceEvent:
     attributes: Attributes
     changes: dict[str, tuple[str | None, str]] = field(default_factory=dict)  # task → (old, new) label
     media_time: float | None = None  # stream time of that frame (Frame.stream_time)
+    reason: str | None = None  # `disappeared` only: "removed" (unseen for remove_after), "cut", "shutdown", ...
 
 
 @dataclass(frozen=True)

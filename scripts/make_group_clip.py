@@ -1,6 +1,8 @@
-"""Make a video with many faces by panning and zooming over a group photo (for the runtime benchmark).
+"""Make a video with many faces by panning and zooming over a group photo (for the runtime benchmark),
+or a ground-truth tracking clip (scripts/track_scenes.py) with `--scenario`.
 
     python scripts/make_group_clip.py --image PHOTO --out build/group.mp4 [--seconds 4 --fps 30 --size 640x480] [--check]
+    python scripts/make_group_clip.py --scenario crossing --out build/tracks/crossing [--faces PHOTO...] [--background IMAGE]
 
 The camera starts on the whole photo, zooms in to `--max-zoom` while panning right and down, and comes
 back, so faces move, grow and some leave the frame, as for a robot turning its head. `--check` runs the
@@ -96,7 +98,12 @@ def count_faces(clip: Path) -> list[int]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--image", type=Path, required=True, help="group photo to pan over")
+    parser.add_argument("--image", type=Path, help="group photo to pan over")
+    parser.add_argument("--scenario", help="write a ground-truth tracking clip instead: crossing, cut, pan, crowd, ten "
+                                           "(--out is then a folder for clip.mp4 and truth.json)")
+    parser.add_argument("--faces", type=Path, nargs="*", help="--scenario: photos or videos to take face chips from")
+    parser.add_argument("--background", type=Path, nargs="*",
+                        help="--scenario: one or two background images without faces (default: skimage rocket, coffee)")
     parser.add_argument("--out", type=Path, default=Path("build/group.mp4"))
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--fps", type=float, default=30.0)
@@ -105,6 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--check", action="store_true", help="count faces per frame with the full-range detector")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.scenario:
+        return write_scenario(args)
+    if args.image is None:
+        parser.error("--image is required (or --scenario)")
 
     photo = load_photo(args.image, args.size, args.max_zoom)
     frames = write_clip(photo, args.out, args.seconds, args.fps, args.size, args.max_zoom)
@@ -113,6 +124,23 @@ def main(argv: list[str] | None = None) -> None:
         counts = np.array(count_faces(args.out))
         log.info("faces per frame: min %d, median %d, max %d; frames with >= 5 faces: %.0f %%",
                  counts.min(), np.median(counts), counts.max(), 100.0 * np.mean(counts >= 5))
+
+
+def write_scenario(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import track_scenes
+    from skimage import data
+
+    from runtime.detector import FaceDetector
+
+    faces = track_scenes.faces_from(args.faces) if args.faces else track_scenes.default_faces()
+    backgrounds = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in args.background or []]
+    backgrounds += [data.rocket(), data.coffee()][len(backgrounds):]
+    with FaceDetector("full_range", running_mode="image") as detector:
+        scene = track_scenes.build(args.scenario, faces, backgrounds[0], backgrounds[1], detector)
+    truth = track_scenes.write(scene, args.out, args.fps)
+    log.info("wrote %s/clip.mp4 and truth.json: %d frames, %d chips, cuts at %s", args.out, len(truth["frames"]),
+             len(scene.chips), truth["cuts"])
 
 
 if __name__ == "__main__":

@@ -482,7 +482,7 @@ def test_a_detector_that_keeps_failing_stops_the_pipeline_and_closes_every_track
 
 @pytest.mark.parametrize("override, message", [
     ("tracker.lost_after=-1", "tracker.lost_after must be > 0"),
-    ("tracker.lost_after=2", "must be >= lost_after"),
+    ("tracker.lost_after=3", "must be >= lost_after"),
     ("tracker.remove_after=0", "tracker.remove_after must be"),
     ("source.reopen_initial_delay=-1", "source.reopen_initial_delay must be >= 0"),
     ("source.reopen_max_delay=.nan", "source.reopen_max_delay must be >= 0"),

@@ -56,7 +56,7 @@ def test_fast_run_with_model_writes_jsonl_and_recording(tiny_model, tmp_path):
     frames = [r for r in records if r["type"] == "frame"]
     assert [f["index"] for f in frames] == list(range(41))
     tracks = [t for f in frames for t in f["tracks"]]
-    assert tracks and all(set(t) == {"id", "box", "state", "attributes"} and len(t["box"]) == 4 for t in tracks)
+    assert tracks and all(set(t) == {"id", "box", "state", "detected", "attributes"} and len(t["box"]) == 4 for t in tracks)
     classified = [t for t in tracks if t["attributes"]["observations"] > 0]
     assert classified and set(classified[0]["attributes"]["tasks"]) == {"age", "gender", "emotion"}
 
