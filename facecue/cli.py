@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "train": ("training.__main__", "fine-tune with one of the thesis recipes", "export"),
     "evaluate": ("training.evaluate", "score a model or checkpoint on labelled faces", "export"),
     "bench": ("runtime.bench", "benchmark the live pipeline on a clip", None),
+    "fetch": ("export.fetch", "download, export and verify the thesis model (thesis-dora, thesis-mtlora)", "export"),
+    "check-thesis": ("export.check_thesis", "check a model against the thesis' published predictions", None),
 }
 # third-party packages that only an optional extra installs
 EXTRA_PACKAGES = {"torch", "torchvision", "timm", "peft", "safetensors", "onnxscript", "onnxconverter_common",
