@@ -23,10 +23,10 @@ from runtime.jsonl import RANDOM_WEIGHTS_WARNING, JsonlWriter
 from runtime.metadata import ModelMetadataError
 from runtime.overlay import FpsMeter, Status, VideoRecorder, Window, draw
 from runtime.pipeline import Pipeline
-from runtime.ros2 import Ros2Unavailable, open_sinks
+from runtime.ros2 import Ros2Error, open_sinks
 
 log = logging.getLogger("facecue.run")
-BAD_INPUT = (ConfigError, FileNotFoundError, ModelMetadataError, BackendError, SourceError, Ros2Unavailable)
+BAD_INPUT = (ConfigError, FileNotFoundError, ModelMetadataError, BackendError, SourceError, Ros2Error)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         render = lambda result: draw(result, Status(0.0, None, pipeline.model_label, pipeline.random_weights),  # noqa: E731
                                      config.overlay.font_scale)
         sinks.extra = open_sinks(config, render)
-    except Ros2Unavailable as error:
+    except Ros2Error as error:
         pipeline.close()
         print(f"error: {error}", file=sys.stderr)
         return 2

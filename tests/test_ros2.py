@@ -318,3 +318,15 @@ def test_mcap_is_complete_after_ctrl_c(tmp_path):
         summary = reader.get_summary()  # present only in a finished file
         topics = [channel.topic for _, channel, _ in reader.iter_messages()]
     assert summary is not None and topics[-1] == rep155.TRACKED_TOPIC and not partial.exists()
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--mcap", "/nonexistent-dir/run.mcap"], {}, "cannot write MCAP to /nonexistent-dir/run.mcap"),
+    (["--ros2"], {"ROS_DOMAIN_ID": "abc"}, "ROS_DOMAIN_ID must be an integer"),
+    (["--set", "ros2.mcap_images=jpg"], {}, "ros2.mcap_images must be"),
+])
+def test_bad_ros2_input_is_one_line_exit_2(args, env, message):
+    done = subprocess.run([sys.executable, "run_camera.py", "--source", CLIP, "--headless", *args], cwd=REPO,
+                          env={**os.environ, "CYCLONEDDS_URI": LOOPBACK, **env}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr

@@ -7,8 +7,9 @@ from typing import Callable
 from runtime.rep155 import Rep155Mapper
 
 
-class Ros2Unavailable(ValueError):
-    """--ros2 / --mcap asked for, but the ros2 extra is not installed (bad input: exit 2)."""
+class Ros2Error(ValueError):
+    """--ros2 / --mcap cannot start: the ros2 extra is missing, ROS_DOMAIN_ID is malformed, or DDS cannot start
+    (bad input: one line, exit 2)."""
 
 
 def open_sinks(config, render: Callable | None = None) -> list:
@@ -29,9 +30,13 @@ def open_sinks(config, render: Callable | None = None) -> list:
     except ImportError as error:
         for sink in sinks:
             sink.close()
-        raise Ros2Unavailable(f"ROS 2 output needs the ros2 extra ({error.name} missing): pip install -e '.[ros2]'") from None
-    except Exception:
+        raise Ros2Error(f"ROS 2 output needs the ros2 extra ({error.name} missing): pip install -e '.[ros2]'") from None
+    except OSError:
         for sink in sinks:
             sink.close()
         raise
+    except Exception as error:  # a bad ROS_DOMAIN_ID, or Cyclone DDS cannot create its participant (CYCLONEDDS_URI)
+        for sink in sinks:
+            sink.close()
+        raise Ros2Error(f"cannot start DDS: {error}") from None
     return sinks
