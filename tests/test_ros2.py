@@ -1,6 +1,6 @@
 """ROS 2 outputs with real parts: a Cyclone DDS subscriber on loopback receives a real run's REP-155 topics,
 the bytes equal rosbags' serialisation from the hri_msgs .msg text, an MCAP file reads back with the mcap and
-rosbags readers, and `--jsonl -` streams into a reader process while the run goes."""
+rosbags readers (also after Ctrl-C), and bad ROS 2 input is one line, exit 2."""
 import collections
 import json
 import math
@@ -265,41 +265,6 @@ def test_dds_subscriber_receives_a_real_run(tiny_model, tmp_path):
     del readers, participant
 
 
-def test_jsonl_dash_streams_into_a_reader_while_running(tmp_path):
-    reader_code = ("import json, sys, time\n"
-                   "for line in sys.stdin:\n"
-                   "    record = json.loads(line)\n"
-                   "    print(record['type'], time.monotonic(), flush=True)\n")
-    producer = subprocess.Popen([sys.executable, "run_camera.py", "--source", CLIP, "--headless", "--set",
-                                 "source.loop=true", "--max-seconds", "5", "--jsonl", "-"], cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    consumer = subprocess.Popen([sys.executable, "-c", reader_code], stdin=producer.stdout, stdout=subprocess.PIPE,
-                                text=True)
-    producer.stdout.close()
-    first = consumer.stdout.readline().split()
-    assert first[0] == "run"
-    second = consumer.stdout.readline().split()
-    assert second[0] == "frame"
-    assert producer.poll() is None, "the first lines arrive while the run is still going"
-    rest = consumer.communicate(timeout=120)[0].splitlines()
-    stderr = producer.communicate(timeout=60)[1].decode()
-    assert producer.returncode == 0 and consumer.returncode == 0, stderr
-    assert rest[-1].split()[0] == "stats" and "end-to-end" in stderr  # the statistics table goes to stderr
-
-
-def test_fifo_is_written_directly(tmp_path):
-    fifo = tmp_path / "results.fifo"
-    os.mkfifo(fifo)
-    producer = subprocess.Popen([sys.executable, "run_camera.py", "--source", CLIP, "--headless", "--jsonl", str(fifo)],
-                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    with open(fifo, encoding="utf-8") as stream:
-        lines = [json.loads(line) for line in stream]
-    assert producer.wait(timeout=120) == 0
-    assert lines[0]["type"] == "run" and lines[-1]["type"] == "stats"
-    assert fifo.is_fifo() and not (tmp_path / ".results.fifo.partial").exists()
-    assert b"end-to-end" in producer.stdout.read()  # a FIFO is not stdout: the statistics stay there
-
-
 def test_mcap_is_complete_after_ctrl_c(tmp_path):
     mcap = tmp_path / "run.mcap"
     process = subprocess.Popen([sys.executable, "run_camera.py", "--source", CLIP, "--headless", "--set",
@@ -307,8 +272,9 @@ def test_mcap_is_complete_after_ctrl_c(tmp_path):
                                stderr=subprocess.PIPE)
     partial = tmp_path / ".run.mcap.partial"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > 2000):
+    while time.monotonic() < deadline and not partial.exists():
         time.sleep(0.1)
+    time.sleep(3.0)  # frames flowing (the writer holds messages in a chunk until it fills or closes)
     assert process.poll() is None and not mcap.exists()  # under the temporary name while running
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) in (0, 130)
@@ -317,7 +283,8 @@ def test_mcap_is_complete_after_ctrl_c(tmp_path):
         reader = make_reader(stream)
         summary = reader.get_summary()  # present only in a finished file
         topics = [channel.topic for _, channel, _ in reader.iter_messages()]
-    assert summary is not None and topics[-1] == rep155.TRACKED_TOPIC and not partial.exists()
+    assert summary is not None and topics.count(rep155.TRACKED_TOPIC) > 10 and topics[-1] == rep155.TRACKED_TOPIC
+    assert not partial.exists()
 
 
 @pytest.mark.parametrize("args, env, message", [
