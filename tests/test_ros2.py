@@ -174,7 +174,11 @@ def test_dds_subscriber_receives_a_real_run(tiny_model, tmp_path):
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "CYCLONEDDS_URI": LOOPBACK}
     os.environ["CYCLONEDDS_URI"] = LOOPBACK  # this process's participant too (read when it is created)
     participant, reader, readers = _subscribe(domain)
-    tracked_reader = reader(rep155.TRACKED_TOPIC, rep155.IDS_LIST)
+    reader(rep155.TRACKED_TOPIC, rep155.IDS_LIST)
+    from cyclonedds.builtin import BuiltinDataReader, BuiltinTopicDcpsPublication
+    from cyclonedds.core import Policy
+    announced = BuiltinDataReader(participant, BuiltinTopicDcpsPublication)  # what the writers say they are
+    publications = {}
     jsonl = tmp_path / "run.jsonl"
     process = subprocess.Popen([sys.executable, "run_camera.py", "--source", CLIP, "--model", str(tiny_model),
                                 "--headless", "--ros2", "--set", "ros2.frame_id=test_cam", "--set", "source.loop=true",
@@ -194,6 +198,7 @@ def test_dds_subscriber_receives_a_real_run(tiny_model, tmp_path):
                             for leaf, kind in (("roi", rep155.ROI), ("softbiometrics", rep155.SOFT_BIOMETRICS),
                                                ("expression", rep155.EXPRESSION)):
                                 reader(rep155.face_topic(face, leaf), kind)
+            publications.update({p.topic_name: p for p in announced.take(N=100) if isinstance(getattr(p, "topic_name", None), str)})
             if ended is None and process.poll() is not None:
                 ended = time.monotonic()  # drain what is still in flight for a second
             time.sleep(0.01)
@@ -202,6 +207,15 @@ def test_dds_subscriber_receives_a_real_run(tiny_model, tmp_path):
             process.kill()
         stderr = process.communicate(timeout=30)[1]
     assert process.returncode == 0, stderr
+    # ROS 2 naming and hri_face_detect's QoS, as discovery announces them to any DDS participant
+    tracked_publication = publications["rt/humans/faces/tracked"]
+    assert tracked_publication.type_name == "hri_msgs::msg::dds_::IdsList_"
+    assert isinstance(tracked_publication.qos[Policy.Reliability], Policy.Reliability.Reliable)
+    assert tracked_publication.qos[Policy.Durability] == Policy.Durability.Volatile
+    assert tracked_publication.qos[Policy.History] == Policy.History.KeepLast(1)
+    kinds = {name.rsplit("/", 1)[1]: p.type_name for name, p in publications.items() if name.count("/") == 4}
+    assert kinds == {"roi": "hri_msgs::msg::dds_::NormalizedRegionOfInterest2D_",
+                     "softbiometrics": "hri_msgs::msg::dds_::SoftBiometrics_", "expression": "hri_msgs::msg::dds_::Expression_"}
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     run = records[0]
     frames = [r for r in records if r["type"] == "frame"]
@@ -262,7 +276,7 @@ def test_dds_subscriber_receives_a_real_run(tiny_model, tmp_path):
         assert expression.expression == rep155.EMOTION_TO_EXPRESSION[emotion["label"]]
         assert expression.confidence == pytest.approx(emotion["confidence"], abs=1e-4)
     assert {rep155.face_topic(f, "roi") for f in seen_ids} <= set(received)
-    del readers, participant
+    del readers, announced, participant
 
 
 def test_mcap_is_complete_after_ctrl_c(tmp_path):
