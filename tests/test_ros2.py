@@ -198,7 +198,8 @@ def test_dds_subscriber_receives_a_real_run(tiny_model, tmp_path):
                             for leaf, kind in (("roi", rep155.ROI), ("softbiometrics", rep155.SOFT_BIOMETRICS),
                                                ("expression", rep155.EXPRESSION)):
                                 reader(rep155.face_topic(face, leaf), kind)
-            publications.update({p.topic_name: p for p in announced.take(N=100) if isinstance(getattr(p, "topic_name", None), str)})
+            publications.update({p.topic_name: p for p in announced.take(N=100)
+                                 if isinstance(getattr(p, "topic_name", None), str)})  # not disposals
             if ended is None and process.poll() is not None:
                 ended = time.monotonic()  # drain what is still in flight for a second
             time.sleep(0.01)
