@@ -120,6 +120,18 @@ class OverlayConfig:
 
 
 @dataclass
+class Ros2Config:
+    """REP-155 (ROS4HRI) output, runtime/rep155.py: live DDS topics (runtime/ros2/dds.py) and MCAP (mcap_sink.py)."""
+
+    enabled: bool = False  # publish over DDS (also --ros2); nothing is sent unless asked
+    frame_id: str = "camera"  # header.frame_id of every message
+    domain_id: int | None = None  # DDS domain; None: $ROS_DOMAIN_ID, else 0
+    mcap: str | None = None  # record the same messages to this .mcap file (also --mcap)
+    mcap_images: str = "none"  # "none", "frames" or "overlay": also record images as JPEG CompressedImage
+    jpeg_quality: int = 80
+
+
+@dataclass
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -129,6 +141,7 @@ class Config:
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     overlay: OverlayConfig = field(default_factory=OverlayConfig)
+    ros2: Ros2Config = field(default_factory=Ros2Config)
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -170,6 +183,9 @@ def validate(config: Config, origin: str) -> None:
         (config.smoothing.hysteresis_time >= 0, "smoothing.hysteresis_time", "must be >= 0"),
         (config.events.min_observations >= 1, "events.min_observations", "must be >= 1"),
         (config.events.queue_size >= 1, "events.queue_size", "must be >= 1"),
+        (config.ros2.mcap_images in ("none", "frames", "overlay"), "ros2.mcap_images", "must be 'none', 'frames' or 'overlay'"),
+        (config.ros2.domain_id is None or 0 <= config.ros2.domain_id <= 232, "ros2.domain_id", "must be in [0, 232]"),
+        (1 <= config.ros2.jpeg_quality <= 100, "ros2.jpeg_quality", "must be in [1, 100]"),
     ]
     checks += _range_checks(config)
     for ok, key, message in checks:

@@ -11,13 +11,18 @@ Records (`type` says which):
 `timestamp` is the monotonic capture time (latency); `media_time` the stream's own clock (a file's position
 in seconds, a live source's capture time), which offline scoring should use.
 - `stats`: last line; the run's statistics.
-The file is written under a temporary name and renamed when closed, so a reader never finds half a run
-under the final name.
+A regular file is written under a temporary name and renamed when closed, so a reader never finds half a
+run under the final name. `-` is standard output and a FIFO, a character device or /dev/stdout is written
+directly (never replaced by a file), each line flushed as written, so another process can follow the run
+through a pipe (`facecue run ... --jsonl - | reader`).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+import stat
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +31,19 @@ from typing import Any
 from runtime.types import Attributes, FaceEvent, FrameResult
 
 RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS — not real cues"
+log = logging.getLogger("facecue.jsonl")
+
+
+def is_stream(path: str | Path) -> bool:
+    """`-`, /dev/stdout (/dev/fd/N ...) or an existing FIFO / character device: written directly, not renamed."""
+    text = str(path)
+    if text == "-" or text.startswith("/dev/"):
+        return True
+    try:
+        mode = os.stat(text).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
 def attributes_record(attributes: Attributes) -> dict[str, Any]:
@@ -85,10 +103,17 @@ class JsonlWriter:
     def __init__(self, path: str | Path, random_weights: bool = False):
         self.path = Path(path)
         self.random_weights = random_weights  # then every record carries the warning
-        self.temporary = self.path.with_name(f".{self.path.name}.partial")
+        self.stream = is_stream(path)
+        self.to_stdout = str(path) in ("-", "/dev/stdout")  # then nothing else may print to stdout
+        self.temporary = None if self.stream else self.path.with_name(f".{self.path.name}.partial")
         self._lock = threading.Lock()
         try:
-            self._file = open(self.temporary, "w", encoding="utf-8", buffering=1)  # line-buffered: a crash loses no line
+            if str(path) == "-":
+                self._file = sys.stdout
+            elif self.stream:  # append: a /dev/stdout redirected to a file keeps what is there
+                self._file = open(path, "a", encoding="utf-8", buffering=1)
+            else:
+                self._file = open(self.temporary, "w", encoding="utf-8", buffering=1)  # line-buffered: a crash loses no line
         except OSError as error:
             raise OSError(f"cannot write JSON lines to {self.path}: {error.strerror}") from error
 
@@ -97,8 +122,15 @@ class JsonlWriter:
             record = {**record, "warning": RANDOM_WEIGHTS_WARNING}
         line = json.dumps(record, ensure_ascii=False)
         with self._lock:
-            if self._file is not None:
+            if self._file is None:
+                return
+            try:
                 self._file.write(line + "\n")
+                if self.stream:
+                    self._file.flush()
+            except BrokenPipeError:  # the reader went away: say so once, keep the run going
+                log.warning("JSON lines reader closed %s: no more lines written", self.path)
+                self._file = None
 
     def write_run(self, source: str, model: str | None, extra: dict[str, Any] | None = None) -> None:
         self.write({"type": "run", "source": source, "model": model, "random_weights": self.random_weights,
@@ -117,6 +149,13 @@ class JsonlWriter:
         with self._lock:
             if self._file is None:
                 return
-            self._file.close()
-            self._file = None
-            os.replace(self.temporary, self.path)
+            file, self._file = self._file, None
+            if file is sys.stdout:
+                try:
+                    file.flush()
+                except BrokenPipeError:
+                    pass
+                return
+            file.close()
+            if self.temporary is not None:
+                os.replace(self.temporary, self.path)

@@ -23,9 +23,10 @@ from runtime.jsonl import RANDOM_WEIGHTS_WARNING, JsonlWriter
 from runtime.metadata import ModelMetadataError
 from runtime.overlay import FpsMeter, Status, VideoRecorder, Window, draw
 from runtime.pipeline import Pipeline
+from runtime.ros2 import Ros2Error, open_sinks
 
 log = logging.getLogger("facecue.run")
-BAD_INPUT = (ConfigError, FileNotFoundError, ModelMetadataError, BackendError, SourceError)
+BAD_INPUT = (ConfigError, FileNotFoundError, ModelMetadataError, BackendError, SourceError, Ros2Error)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,6 +38,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--headless", action="store_true", help="no window")
     parser.add_argument("--record", metavar="FILE", help="write the overlay video to FILE (.mp4 or .avi)")
     parser.add_argument("--jsonl", metavar="FILE", help="write events and per-frame tracks as JSON lines to FILE")
+    parser.add_argument("--ros2", action="store_true", help="publish REP-155 (ROS4HRI) face topics over DDS (ros2.enabled)")
+    parser.add_argument("--mcap", metavar="FILE", help="record the same ROS 2 messages to an MCAP file (ros2.mcap)")
+    parser.add_argument("--mcap-images", choices=("none", "frames", "overlay"),
+                        help="also record frames or the overlay as JPEG in the MCAP (ros2.mcap_images)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config key (repeatable), e.g. --set policy.interval=0.5")
     parser.add_argument("--max-seconds", type=float, help="stop after this many seconds")
@@ -57,6 +62,12 @@ def build_config(args: argparse.Namespace) -> Config:
         flags.append(f"overlay.record={_quoted(args.record)}")
     if args.headless:
         flags.append("overlay.show=false")
+    if args.ros2:
+        flags.append("ros2.enabled=true")
+    if args.mcap is not None:
+        flags.append(f"ros2.mcap={_quoted(args.mcap)}")
+    if args.mcap_images is not None:
+        flags.append(f"ros2.mcap_images={args.mcap_images}")
     return load_config(args.config, flags + args.overrides)
 
 
@@ -74,6 +85,7 @@ class FrameSinks:
     def __init__(self, pipeline: Pipeline, config: Config, jsonl: JsonlWriter | None = None):
         self.pipeline = pipeline
         self.jsonl = jsonl
+        self.extra: list = []  # more sinks fed every FrameResult (ROS 2 / MCAP, runtime/ros2)
         show = config.overlay.show
         if show and not has_display():
             log.warning("no display found: running headless (pass --headless to silence this)")
@@ -89,6 +101,8 @@ class FrameSinks:
         fps = self.fps.tick()
         if self.jsonl is not None:
             self.jsonl.write_frame(result)
+        for sink in self.extra:
+            sink.write_frame(result)
         if self.window is None and self.recorder is None:
             if self.frames % 100 == 0:
                 log.info("%d frames, %.1f fps, %d tracks", self.frames, fps, len(result.tracks))
@@ -119,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     try:  # the output files: a missing folder or an unwritable format is bad input, named before the run
         sinks = FrameSinks(pipeline, config)
         jsonl = JsonlWriter(args.jsonl, pipeline.random_weights) if args.jsonl else None
+        render = lambda result: draw(result, Status(0.0, None, pipeline.model_label, pipeline.random_weights),  # noqa: E731
+                                     config.overlay.font_scale)
+        sinks.extra = open_sinks(config, render)
+    except Ros2Error as error:
+        pipeline.close()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except OSError as error:
         pipeline.close()
         print(f"error: {error}", file=sys.stderr)
@@ -128,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         jsonl.write_run(config.source.uri, config.classifier.model, {"mode": config.source.mode})
         for kind in EventKind:
             pipeline.on(kind, jsonl.write_event)
+    for sink in sinks.extra:
+        for kind in EventKind:
+            pipeline.on(kind, sink.write_event)
     status = 0
     try:
         pipeline.run(sinks, max_seconds=args.max_seconds)
@@ -146,10 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         if jsonl is not None:
             jsonl.write_stats(stats.to_dict())
             jsonl.close()
+        for sink in sinks.extra:
+            sink.close()  # MCAP: finished and renamed; DDS: an empty `tracked`, then off the domain
         if stats.frames_read:
+            out = sys.stderr if jsonl is not None and jsonl.to_stdout else sys.stdout  # stdout carries the JSON lines
             warning = f"  [{RANDOM_WEIGHTS_WARNING}]" if pipeline.random_weights else ""
-            print(f"model: {pipeline.model_label}{warning}")
-            print(stats.format())
+            print(f"model: {pipeline.model_label}{warning}", file=out)
+            print(stats.format(), file=out)
     return status
 
 
