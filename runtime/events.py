@@ -48,6 +48,7 @@ class EventBus:
         self._condition = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._delivering = False  # a callback is running (its event has left the queue)
         self._abandoned = False  # a plain flag: set from a signal handler, read by close()'s wait loop
         self.delivered = 0
         self.dropped = 0
@@ -110,7 +111,7 @@ class EventBus:
                             len(changed), timeout)
             if self._queue and not self._abandoned and self._alive():
                 log.info("delivering %d lifecycle events still queued (slow callbacks)", len(self._queue))
-            self._wait(lambda: bool(self._queue))
+            self._wait(lambda: bool(self._queue) or self._delivering)  # the last one too, to its end
             self._closing = True
             left = len(self._queue)
             self._queue.clear()
@@ -144,9 +145,11 @@ class EventBus:
                 event = box[0]
                 if event is not None and self._pending_changed.get(event.track_id) is box:
                     del self._pending_changed[event.track_id]
+                self._delivering = True
             if event is not None:
                 self._deliver(event)
             with self._condition:
+                self._delivering = False
                 self._condition.notify_all()  # wakes close() waiting for the queue to drain
 
     def _deliver(self, event: FaceEvent) -> None:

@@ -178,12 +178,14 @@ def test_a_slow_callback_makes_shutdown_slower_not_lossy(tmp_path):
     jsonl = JsonlWriter(tmp_path / "run.jsonl")
     pipeline.add_sink(jsonl)
     seen = Recorder(pipeline)
-    pipeline.on("disappeared", lambda event: time.sleep(1.0))
+    finished = []
+    pipeline.on("disappeared", lambda event: (time.sleep(1.0), finished.append(event.track_id)))
     started = time.monotonic()
     pipeline.run()
     pipeline.close()
     assert_paired(seen.events)
     disappeared = sum(kind == "disappeared" for kind, _ in seen.events)
+    assert len(finished) == disappeared  # close() returned after the last slow callback had finished
     assert time.monotonic() - started >= disappeared * 1.0  # each slow callback ran to its end
     assert pipeline.stats().events_dropped == 0
     sink_events = [(r["event"], r["track_id"]) for r in read_jsonl(tmp_path / "run.jsonl") if r["type"] == "event"]
