@@ -92,7 +92,7 @@ class SmoothingConfig:
 class EventsConfig:
     min_observations: int = 3  # classifications per task before `attributes_ready`
     queue_size: int = 256  # attribute events waiting for callbacks; more are dropped and counted
-    shutdown_timeout: float = 2.0  # seconds to deliver pending events at shutdown
+    shutdown_timeout: float = 2.0  # seconds for pending attribute_changed at shutdown; lifecycle events: all
 
 
 @dataclass
