@@ -82,15 +82,16 @@ class StopSignals:
     def __init__(self):
         self.received: list[int] = []
         self.pipeline = None
+        self.unwinding = False  # start-up's KeyboardInterrupt has been caught: do not raise into its handler
         main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
         self._previous = {number: signal.signal(number, self._handle) for number in STOP_SIGNALS} if main_thread else {}
 
     def _handle(self, number: int, frame) -> None:
         self.received.append(number)
         if self.pipeline is None:
-            if len(self.received) == 1:
+            if not self.unwinding:  # again if a library swallowed the first one
                 raise KeyboardInterrupt
-            return  # already unwinding
+            return
         if len(self.received) == 1:
             self.pipeline.request_stop()
         else:
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv, signals)
     except KeyboardInterrupt:  # during start-up: nothing was written yet
+        signals.unwinding = True
         print("interrupted during start-up", file=sys.stderr)
         return signals.exit_status
     finally:
