@@ -4,9 +4,9 @@ Threads: capture (runtime.capture), perception (runtime.perception, fed by the l
 (runtime.classifier), events (runtime.events); the caller's thread polls `results()` for the overlay, or
 calls `run()`. The perception thread takes each frame from capture, turns it into a FrameResult (and
 FaceEvents) and publishes it to the caller (real-time mode: newest wins, for a display; fast mode: lossless)
-and to the sinks (runtime.sinks: every frame and event, on their own thread; JSONL, recording, ...). Without a model, there is
-no classifier thread: detection, tracking and the overlay still run. Tracking runs on the stream's clock
-(`Frame.stream_time`), so a file scored in fast mode gives the same tracks however fast the machine or the
+and to the sinks (runtime.sinks: every frame and event, on their own thread; JSONL, recording, ...).
+Without a model, there is no classifier thread: detection, tracking and the overlay still run. Tracking runs
+on the stream's clock (`Frame.stream_time`), so a file scored in fast mode gives the same tracks however fast the machine or the
 caller is; with `classifier.synchronous` the same attributes and events too. At the normal end of a stream
 the crops still being classified are folded in (up to `classifier.drain_timeout`) before the last
 `disappeared`; stop() skips that wait. Latencies use the monotonic capture time.
@@ -68,8 +68,7 @@ class Pipeline:
         self.perception: Perception | None = None
         self._results: queue.Queue[FrameResult] = queue.Queue(maxsize=RESULTS_WAITING[config.source.mode])
         self._stop = threading.Event()
-        self._stop_requested = False  # plain flags, so that a signal handler may set them (request_stop)
-        self._forced = False
+        self._stop_requested = False  # a plain flag, so that a signal handler may set it (request_stop)
         self._thread: threading.Thread | None = None
         self._started_at: float | None = None
         self._perception_ended_at: float | None = None
@@ -163,7 +162,6 @@ class Pipeline:
         slow sinks). Only sets flags, so it is safe from a signal handler (runtime.run)."""
         self._stop_requested = True
         if force:
-            self._forced = True
             self.events.abandon()
             self.sinks.abandon()
 
