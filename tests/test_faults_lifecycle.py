@@ -261,3 +261,21 @@ def test_real_time_sinks_that_cannot_keep_up_drop_frames_counted_never_lifecycle
     assert sink.stats["sink_frames_dropped"] == stats.sink_frames_dropped
     assert_paired(sink.events)
     assert "sinks: " in stats.format()
+
+
+class BrokenSink(SlowSink):
+    """A sink whose transport fails on every frame (a peer that went away)."""
+
+    def write_frame(self, result) -> None:
+        raise ConnectionError("peer went away")
+
+
+def test_a_failing_sink_is_counted_and_the_other_sinks_get_everything(tmp_path, caplog):
+    broken, jsonl = BrokenSink(0.0), JsonlWriter(tmp_path / "run.jsonl")
+    jsonl.write_run(CLIP, None)
+    pipeline = Pipeline(fast_config(), sinks=[broken, jsonl])
+    with caplog.at_level(logging.ERROR):
+        pipeline.run()
+    stats = assert_files_complete(tmp_path / "run.jsonl", None)
+    assert stats["sink_errors"] == stats["frames_processed"] == 41 and broken.closed
+    assert caplog.text.count("peer went away") == 1  # the first failure in full, the rest counted
