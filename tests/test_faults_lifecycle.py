@@ -73,7 +73,7 @@ def assert_files_complete(jsonl: Path, video: Path | None) -> dict:
     return stats
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
 def test_a_signal_mid_run_closes_every_track_and_finalises_the_files(tmp_path, stop_signal):
     jsonl, video = tmp_path / "run.jsonl", tmp_path / "run.mp4"
     process = start_cli("--source", CLIP, "--headless", "--jsonl", str(jsonl), "--record", str(video))
@@ -87,7 +87,7 @@ def test_a_signal_mid_run_closes_every_track_and_finalises_the_files(tmp_path, s
     assert 0 < stats["frames_processed"] < 41
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 def test_a_signal_during_start_up_exits_without_a_traceback(tmp_path, stop_signal):
     jsonl = tmp_path / "run.jsonl"
     process = start_cli("--source", CLIP, "--headless", "--jsonl", str(jsonl))
