@@ -187,8 +187,9 @@ class Display:
     overlay window, or a progress line when headless. Files are written by the pipeline's sinks."""
 
     def __init__(self, pipeline, config, show: bool, fps):
-        from runtime.overlay import Window
+        from runtime.overlay import Status, Window, draw
 
+        self.status, self.draw = Status, draw
         self.pipeline = pipeline
         self.window = Window(config.overlay.window_name) if show else None
         self.font_scale = config.overlay.font_scale
@@ -196,17 +197,15 @@ class Display:
         self.frames = 0
 
     def __call__(self, result) -> bool:
-        from runtime.overlay import Status, draw
-
         self.frames += 1
         fps = self.fps.tick()
         if self.window is None:
             if self.frames % 100 == 0:
                 log.info("%d frames, %.1f fps, %d tracks", self.frames, fps, len(result.tracks))
             return True
-        status = Status(fps, (time.monotonic() - result.frame.timestamp) * 1000.0, self.pipeline.model_label,
-                        self.pipeline.random_weights)
-        return self.window.show(draw(result, status, self.font_scale))
+        status = self.status(fps, (time.monotonic() - result.frame.timestamp) * 1000.0, self.pipeline.model_label,
+                             self.pipeline.random_weights)
+        return self.window.show(self.draw(result, status, self.font_scale))
 
     def close(self) -> None:
         if self.window is not None:
