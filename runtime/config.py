@@ -107,7 +107,7 @@ class SmoothingConfig:
 class EventsConfig:
     min_observations: int = 3  # >= 1; classifications per task before `attributes_ready`
     queue_size: int = 256  # >= 1; attribute events waiting for callbacks; more are dropped and counted
-    shutdown_timeout: float = 2.0  # seconds (>= 0) to deliver pending events at shutdown
+    shutdown_timeout: float = 2.0  # seconds (>= 0) for pending attribute_changed at shutdown; lifecycle events: all
 
 
 @dataclass

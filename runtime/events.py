@@ -1,11 +1,18 @@
 """The event thread: delivers FaceEvents to user callbacks (design.md, "Events" and the delivery rules).
 
 - Perception only appends to a queue, so a slow callback never stalls it.
-- `appeared` and `disappeared` are never dropped: the tracker's track cap bounds how many can be
-  pending. Attribute events are dropped (and counted) when `queue_size` events are already waiting.
-- Pending `attribute_changed` events of one track are merged into one (first old label, newest new label).
-- A callback that raises is logged and the others still run.
-- At shutdown, pending events are delivered within a timeout; what is left is counted as dropped.
+- The lifecycle events `appeared`, `attributes_ready` and `disappeared` are never dropped: the tracker's track
+  cap bounds how many can be pending. `attribute_changed` is dropped (and counted) when `queue_size` events
+  are already waiting, and pending `attribute_changed` events of one track are merged into one (first old
+  label, newest new label).
+- Whatever leaves a callback (an exception, SystemExit, KeyboardInterrupt) is logged with the callback's
+  name and counted; the other callbacks still run and the thread carries on.
+- At shutdown (`close`), pending events are delivered for up to `timeout` seconds (events.shutdown_timeout);
+  the `attribute_changed` events still waiting then are dropped and counted, but the lifecycle events are
+  delivered however long the callbacks take (at most: pending lifecycle events × the slowest callback).
+  `abandon()` (a second Ctrl-C, `Pipeline.stop(force=True)`) ends that wait: what is left is counted as dropped.
+- `close()` called on the event thread itself (a callback stopping the pipeline) returns at once: the
+  thread that runs the pipeline closes the bus.
 
 Hand-written rather than `queue.Queue`: merging a pending event in place needs access to the queue.
 """
@@ -24,12 +31,16 @@ from runtime.types import EventKind, FaceEvent
 log = logging.getLogger(__name__)
 
 Callback = Callable[[FaceEvent], None]
-LIFECYCLE = (EventKind.APPEARED, EventKind.DISAPPEARED)
+LIFECYCLE = (EventKind.APPEARED, EventKind.ATTRIBUTES_READY, EventKind.DISAPPEARED)
 
 
 class EventBus:
-    def __init__(self, queue_size: int = 256, latencies: LatencyRecorder | None = None):
+    def __init__(self, queue_size: int = 256, latencies: LatencyRecorder | None = None,
+                 tap: Callback | None = None):
+        """`tap(event)` is called for every emitted event on the emitting thread, before merging or dropping
+        (the pipeline's sinks, runtime.sinks, get every event in order with the frames)."""
         self.queue_size = queue_size
+        self.tap = tap
         self.latencies = latencies or LatencyRecorder()
         self._callbacks: dict[EventKind, list[Callback]] = {kind: [] for kind in EventKind}
         self._queue: deque[list[FaceEvent | None]] = deque()  # one-element boxes, so a pending event can be merged
@@ -37,6 +48,8 @@ class EventBus:
         self._condition = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._delivering = False  # a callback is running (its event has left the queue)
+        self._abandoned = False  # a plain flag: set from a signal handler, read by close()'s wait loop
         self.delivered = 0
         self.dropped = 0
         self.callback_errors = 0
@@ -49,7 +62,9 @@ class EventBus:
         self._thread.start()
 
     def emit(self, event: FaceEvent) -> None:
-        """Queue an event for the callbacks; never blocks."""
+        """Queue an event for the callbacks; never blocks (the tap may apply a sink's back-pressure)."""
+        if self.tap is not None:
+            self.tap(event)
         with self._condition:
             if event.kind == EventKind.ATTRIBUTE_CHANGED and event.track_id in self._pending_changed:
                 box = self._pending_changed[event.track_id]
@@ -58,6 +73,7 @@ class EventBus:
                     del self._pending_changed[event.track_id]
                 return
             if event.kind not in LIFECYCLE and len(self._queue) >= self.queue_size:
+                # counted here; lifecycle events never are dropped
                 self.dropped += 1
                 return
             box = [event]
@@ -70,12 +86,32 @@ class EventBus:
         with self._condition:
             return len(self._queue)
 
+    def on_own_thread(self) -> bool:
+        """True when called from this object's thread (a callback or a sink)."""
+        return self._thread is not None and self._thread is threading.current_thread()
+
+    def abandon(self) -> None:
+        """Make a running or later close() stop waiting for slow callbacks. Only sets a flag (signal-safe)."""
+        self._abandoned = True
+
     def close(self, timeout: float = 2.0) -> None:
-        """Deliver what is pending within `timeout` seconds, then stop the thread."""
+        """Deliver what is pending: everything for up to `timeout` seconds, then the lifecycle events however
+        long they take (unless abandoned); then stop the thread. Called on the event thread itself: returns at once."""
+        if self.on_own_thread():
+            return  # a callback cannot wait for itself; the thread that started the pipeline closes it
         deadline = time.monotonic() + timeout
         with self._condition:
-            while self._queue and self._thread is not None and time.monotonic() < deadline:
-                self._condition.wait(timeout=max(0.0, min(0.05, deadline - time.monotonic())))
+            self._wait(lambda: bool(self._queue) and time.monotonic() < deadline)
+            changed = [box for box in self._queue if box[0] is not None and box[0].kind not in LIFECYCLE]
+            if changed:
+                self._queue = deque(box for box in self._queue if box[0] is None or box[0].kind in LIFECYCLE)
+                self._pending_changed.clear()
+                self.dropped += len(changed)
+                log.warning("%d attribute_changed events not delivered within the %.1f s events.shutdown_timeout",
+                            len(changed), timeout)
+            if self._queue and not self._abandoned and self._alive():
+                log.info("delivering %d lifecycle events still queued (slow callbacks)", len(self._queue))
+            self._wait(lambda: bool(self._queue) or self._delivering)  # the last one too, to its end
             self._closing = True
             left = len(self._queue)
             self._queue.clear()
@@ -83,11 +119,20 @@ class EventBus:
             self._condition.notify_all()
         if left:
             self.dropped += left
-            log.warning("%d events were not delivered within the %.1f s shutdown timeout", left, timeout)
+            log.warning("%d lifecycle events were not delivered: %s", left,
+                        "shutdown forced" if self._abandoned else "the event thread is not running")
         if self._thread is not None:
-            self._thread.join(timeout=max(0.1, deadline - time.monotonic()))
+            self._thread.join(timeout=0.5 if self._abandoned else 2.0)
             if self._thread.is_alive():
-                log.warning("a callback is still running after the shutdown timeout; not waiting for it")
+                log.warning("a callback is still running at shutdown; not waiting for it")
+
+    def _alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _wait(self, waiting) -> None:
+        """With the condition held: wait while `waiting()` and the thread can still deliver."""
+        while waiting() and self._alive() and not self._abandoned:
+            self._condition.wait(timeout=0.05)
 
     def _run(self) -> None:
         while True:
@@ -100,9 +145,11 @@ class EventBus:
                 event = box[0]
                 if event is not None and self._pending_changed.get(event.track_id) is box:
                     del self._pending_changed[event.track_id]
+                self._delivering = True
             if event is not None:
                 self._deliver(event)
             with self._condition:
+                self._delivering = False
                 self._condition.notify_all()  # wakes close() waiting for the queue to drain
 
     def _deliver(self, event: FaceEvent) -> None:
@@ -110,13 +157,18 @@ class EventBus:
         for callback in self._callbacks[event.kind]:
             try:
                 callback(event)
-            except Exception:
+            except BaseException as error:  # SystemExit and KeyboardInterrupt too: this thread must carry on
                 self.callback_errors += 1
-                log.exception("a %s callback raised; the pipeline goes on", event.kind.value)
+                log.error("the %s callback %s raised %s; the pipeline goes on", event.kind.value,
+                          _name(callback), type(error).__name__, exc_info=error)
         finished = time.monotonic()
         self.delivered += 1
         self.latencies.add("callbacks", finished - started)
         self.latencies.add("end_to_end", started - event.timestamp)
+
+
+def _name(callback: Callback) -> str:
+    return getattr(callback, "__qualname__", None) or repr(callback)
 
 
 def _merge_changes(pending: FaceEvent, newer: FaceEvent) -> FaceEvent | None:

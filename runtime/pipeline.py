@@ -3,9 +3,10 @@
 Threads: capture (runtime.capture), perception (runtime.perception, fed by the loop here), classifier
 (runtime.classifier), events (runtime.events); the caller's thread polls `results()` for the overlay, or
 calls `run()`. The perception thread takes each frame from capture, turns it into a FrameResult (and
-FaceEvents) and publishes it (real-time mode: newest wins; fast mode: lossless). Without a model, there is
-no classifier thread: detection, tracking and the overlay still run. Tracking runs on the stream's clock
-(`Frame.stream_time`), so a file scored in fast mode gives the same tracks however fast the machine or the
+FaceEvents) and publishes it to the caller (real-time mode: newest wins, for a display; fast mode: lossless)
+and to the sinks (runtime.sinks: every frame and event, on their own thread; JSONL, recording, ...).
+Without a model, there is no classifier thread: detection, tracking and the overlay still run. Tracking runs
+on the stream's clock (`Frame.stream_time`), so a file scored in fast mode gives the same tracks however fast the machine or the
 caller is; with `classifier.synchronous` the same attributes and events too. At the normal end of a stream
 the crops still being classified are folded in (up to `classifier.drain_timeout`) before the last
 `disappeared`; stop() skips that wait. Latencies use the monotonic capture time. While a live source sends
@@ -14,7 +15,7 @@ within `tracker.remove_after` (+ one poll) of their last sighting; a file's medi
 
     pipeline = Pipeline(load_config("configs/laptop.yaml"))
     pipeline.on("attributes_ready", lambda event: print(event.track_id, event.attributes.age_years))
-    pipeline.run()                      # or start(), results(), stop()
+    pipeline.run()                      # or start(), results(), stop(); stop() may be called from a callback
     print(pipeline.stats().format())
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ from runtime.jsonl import RANDOM_WEIGHTS_WARNING
 from runtime.metadata import ModelInfo
 from runtime.perception import Perception
 from runtime.queues import put_newest, put_until_stopped
+from runtime.sinks import Sink, SinkRunner
 from runtime.smoothing import smoothing_settings
 from runtime.stats import LatencyRecorder, PipelineStats
 from runtime.types import EventKind, Frame, FrameResult
@@ -52,12 +54,14 @@ RESULTS_WAITING = {"fast": 4, "realtime": 1}  # FrameResults waiting for the cal
 
 
 class Pipeline:
-    def __init__(self, config: Config, backend: Backend | None = None):
+    def __init__(self, config: Config, backend: Backend | None = None, sinks: list[Sink] | None = None):
         """Opens the model (errors for a missing or non-facecue model come from here); `backend`
-        replaces the one that `config.classifier` describes (for callers that wrap one)."""
+        replaces the one that `config.classifier` describes (for callers that wrap one). `sinks`
+        (runtime.sinks) get every frame and event; the pipeline closes them when it stops."""
         self.config = config
         self.latencies = LatencyRecorder()
-        self.events = EventBus(config.events.queue_size, self.latencies)
+        self.sinks = SinkRunner(sinks or (), lossless=config.source.mode == "fast")
+        self.events = EventBus(config.events.queue_size, self.latencies, tap=self.sinks.put_event)
         model = config.classifier.model
         self.backend = backend if backend is not None else (open_backend(model, config.classifier) if model else None)
         self.info: ModelInfo | None = self.backend.info if self.backend is not None else None
@@ -67,6 +71,7 @@ class Pipeline:
         self.perception: Perception | None = None
         self._results: queue.Queue[FrameResult] = queue.Queue(maxsize=RESULTS_WAITING[config.source.mode])
         self._stop = threading.Event()
+        self._stop_requested = False  # a plain flag, so that a signal handler may set it (request_stop)
         self._thread: threading.Thread | None = None
         self._started_at: float | None = None
         self._perception_ended_at: float | None = None
@@ -92,6 +97,10 @@ class Pipeline:
     def requests_deferred(self) -> int:
         """Due crops the classifier could not take when they were due."""
         return self.perception.requests_deferred if self.perception is not None else 0
+
+    def add_sink(self, sink: Sink) -> None:
+        """Write every frame and event to `sink` too (before start(); closed when the pipeline stops)."""
+        self.sinks.add(sink)
 
     def on(self, kind: EventKind | str, callback: Callback) -> None:
         """Call `callback(event)` on the event thread for every event of this kind."""
@@ -136,6 +145,7 @@ class Pipeline:
                 self.classifier.stop()
             raise
         self.events.start()
+        self.sinks.start()
         self._started_at = time.monotonic()
         self._thread = threading.Thread(target=self._perceive, name="facecue-perception", daemon=True)
         self._thread.start()
@@ -152,9 +162,26 @@ class Pipeline:
         """Perception has ended (end of file, error or stop) and every FrameResult has been taken."""
         return self._thread is not None and not self._thread.is_alive() and self._results.empty()
 
-    def stop(self) -> None:
-        """Stop and join every thread; deliver pending events (`disappeared` for live tracks). Idempotent."""
+    def request_stop(self, force: bool = False) -> None:
+        """Ask run() to stop within 0.1 s; `force` also skips every wait of the shutdown (slow callbacks,
+        slow sinks). Only sets flags, so it is safe from a signal handler (runtime.run)."""
+        self._stop_requested = True
+        if force:
+            self.events.abandon()
+            self.sinks.abandon()
+
+    def stop(self, force: bool = False) -> None:
+        """Stop and join every thread; deliver pending events (`disappeared` for live tracks), then write the
+        statistics to the sinks and close them. Idempotent. The lifecycle events still queued are delivered
+        however long the callbacks take; `force` ends that wait (what is left is counted as dropped).
+        Called from a callback (the event thread): only signals the stop and returns; run() (or the caller's
+        own stop()) does the rest on its thread."""
+        self._stop_requested = True
         self._stop.set()
+        if force:
+            self.request_stop(force=True)
+        if threading.current_thread() is self._thread or self.events.on_own_thread() or self.sinks.on_own_thread():
+            return
         if self._thread is not None:
             self._thread.join()
         if self.capture is not None:
@@ -164,6 +191,7 @@ class Pipeline:
         self.events.close(self.config.events.shutdown_timeout)
         if self.perception is not None:
             self.perception.close()
+        self.sinks.close(self.stats().to_dict())
 
     def close(self) -> None:
         """Stop, and release the model."""
@@ -177,7 +205,7 @@ class Pipeline:
         self.start(wait_for_model)
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         try:
-            while not (deadline is not None and time.monotonic() >= deadline):
+            while not self._stop_requested and not (deadline is not None and time.monotonic() >= deadline):
                 result = self.results(timeout=0.1)
                 if result is None:
                     if self.finished:
@@ -212,6 +240,9 @@ class Pipeline:
             events_delivered=self.events.delivered,
             events_dropped=self.events.dropped,
             callback_errors=self.events.callback_errors,
+            sink_frames_dropped=self.sinks.frames_dropped,
+            sink_events_dropped=self.sinks.events_dropped,
+            sink_errors=self.sinks.errors,
             stages=stages,
             end_to_end=self.latencies.summary("end_to_end"),
             frames_undecodable=capture.frames_undecodable if capture else 0,
@@ -252,7 +283,9 @@ class Pipeline:
             self.perception.close_tracks(last_frame)
 
     def _publish(self, result: FrameResult) -> None:
-        """Fast mode: wait for the caller (lossless). Real time: the newest result replaces an untaken one."""
+        """To the sinks (every frame), then to the caller: fast mode waits for the caller (lossless); real
+        time: the newest result replaces an untaken one (a display wants the newest)."""
+        self.sinks.put_frame(result)
         if self.config.source.mode == "fast":
             put_until_stopped(self._results, result, self._stop)
         else:

@@ -4,29 +4,32 @@
     python run_camera.py --source 0 --model build/model.onnx --config configs/laptop.yaml
     python run_camera.py --source clip.mp4 --model m.onnx --mode fast --headless --jsonl out.jsonl --record out.mp4
 
-Exit status: 0 after a clean end (end of file, --max-seconds, q/Esc in the window, Ctrl-C),
-2 for bad input (config, model, source), 1 when the pipeline failed while running.
+Exit status: 0 after a clean end (end of file, --max-seconds, q/Esc in the window, Ctrl-C, SIGTERM, SIGHUP),
+2 for bad input (config, model, source), 1 when the pipeline failed while running, 128 + the signal's number
+(130 for Ctrl-C, 143 for SIGTERM) when a signal came during start-up (imports, config, model loading), before
+the output files were opened.
+
+Signals: SIGINT (Ctrl-C), SIGTERM (systemd, `docker stop`, launch systems) and SIGHUP (the terminal closed)
+all stop the run the same way: every open track gets `disappeared`, the lifecycle events still queued are
+delivered, the JSONL gets its `stats` line and its final name, the recording is finalised, the statistics are
+printed. A second signal skips the waits (slow callbacks, slow sinks, crops still being classified) and still
+finalises the files. During start-up (imports, config, model loading) a signal ends the program at once,
+without a traceback; a native call in progress (loading a model, opening a camera) finishes first.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 
-from runtime.backends.onnxruntime import BackendError
-from runtime.capture import SourceError
-from runtime.config import Config, ConfigError, load_config
-from runtime.events import EventKind
-from runtime.jsonl import RANDOM_WEIGHTS_WARNING, JsonlWriter
-from runtime.metadata import ModelMetadataError
-from runtime.overlay import FpsMeter, Status, VideoRecorder, Window, draw
-from runtime.pipeline import Pipeline
-from runtime.ros2 import Ros2Error, open_sinks
+# the heavy imports (OpenCV, ONNX Runtime, MediaPipe) happen in main(), after the signal handlers are set
 
 log = logging.getLogger("facecue.run")
-BAD_INPUT = (ConfigError, FileNotFoundError, ModelMetadataError, BackendError, SourceError, Ros2Error)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,11 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("realtime", "fast"), help="realtime: newest frame, drops counted; fast: lossless")
     parser.add_argument("--headless", action="store_true", help="no window")
     parser.add_argument("--record", metavar="FILE", help="write the overlay video to FILE (.mp4 or .avi)")
-    parser.add_argument("--jsonl", metavar="FILE", help="write events and per-frame tracks as JSON lines to FILE")
     parser.add_argument("--ros2", action="store_true", help="publish REP-155 (ROS4HRI) face topics over DDS (ros2.enabled)")
     parser.add_argument("--mcap", metavar="FILE", help="record the same ROS 2 messages to an MCAP file (ros2.mcap)")
     parser.add_argument("--mcap-images", choices=("none", "frames", "overlay"),
                         help="also record frames or the overlay as JPEG in the MCAP (ros2.mcap_images)")
+    parser.add_argument("--jsonl", metavar="FILE", help="write events and per-frame tracks as JSON lines to FILE")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config key (repeatable), e.g. --set policy.interval=0.5")
     parser.add_argument("--max-seconds", type=float, help="stop after this many seconds")
@@ -49,8 +52,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_config(args: argparse.Namespace) -> Config:
+def build_config(args: argparse.Namespace):
     """The profile, then the named flags, then --set (the last word)."""
+    from runtime.config import load_config
+
     flags = []
     if args.source is not None:
         flags.append(f"source.uri={_quoted(args.source)}")
@@ -79,105 +84,149 @@ def has_display() -> bool:
     return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-class FrameSinks:
-    """What the main thread does with each FrameResult: overlay window, recording, JSON lines."""
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP → a clean stop (module docstring). Before `pipeline` is set: raise
+    KeyboardInterrupt (start-up is simply abandoned); then: the first asks the pipeline to stop, the next
+    forces it. The handler only sets flags once the pipeline runs, so it never breaks the shutdown it interrupts."""
 
-    def __init__(self, pipeline: Pipeline, config: Config, jsonl: JsonlWriter | None = None):
-        self.pipeline = pipeline
-        self.jsonl = jsonl
-        self.extra: list = []  # more sinks fed every FrameResult (ROS 2 / MCAP, runtime/ros2)
-        show = config.overlay.show
-        if show and not has_display():
-            log.warning("no display found: running headless (pass --headless to silence this)")
-            show = False
-        self.recorder = VideoRecorder(config.overlay.record, config.overlay.record_fps) if config.overlay.record else None
-        self.window = Window(config.overlay.window_name) if show else None
-        self.font_scale = config.overlay.font_scale
-        self.fps = FpsMeter()
-        self.frames = 0
+    def __init__(self):
+        self.received: list[int] = []
+        self.pipeline = None
+        self.unwinding = False  # start-up's KeyboardInterrupt has been caught: do not raise into its handler
+        main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+        self._previous = {number: signal.signal(number, self._handle) for number in STOP_SIGNALS} if main_thread else {}
 
-    def __call__(self, result) -> bool:
-        self.frames += 1
-        fps = self.fps.tick()
-        if self.jsonl is not None:
-            self.jsonl.write_frame(result)
-        for sink in self.extra:
-            sink.write_frame(result)
-        if self.window is None and self.recorder is None:
-            if self.frames % 100 == 0:
-                log.info("%d frames, %.1f fps, %d tracks", self.frames, fps, len(result.tracks))
-            return True
-        status = Status(fps, (time.monotonic() - result.frame.timestamp) * 1000.0, self.pipeline.model_label,
-                        self.pipeline.random_weights)
-        image = draw(result, status, self.font_scale)
-        if self.recorder is not None:
-            self.recorder.write(image)
-        return self.window.show(image) if self.window is not None else True
+    def _handle(self, number: int, frame) -> None:
+        self.received.append(number)
+        if self.pipeline is None:
+            if not self.unwinding:  # again if a library swallowed the first one
+                raise KeyboardInterrupt
+            return
+        if len(self.received) == 1:
+            self.pipeline.request_stop()
+        else:
+            self.pipeline.request_stop(force=True)
+            log.warning("%s again: stopping now (queued events and frames are skipped; files are still finalised)",
+                        signal.Signals(number).name)
 
-    def close(self) -> None:
-        if self.recorder is not None:
-            self.recorder.close()
-        if self.window is not None:
-            self.window.close()
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.received[0] if self.received else 130
+
+    def restore(self) -> None:
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
+    signals = StopSignals()
+    try:
+        return _main(argv, signals)
+    except KeyboardInterrupt:  # during start-up: nothing was written yet
+        signals.unwinding = True
+        print("interrupted during start-up", file=sys.stderr)
+        return signals.exit_status
+    finally:
+        signals.restore()
+
+
+def _main(argv: list[str] | None, signals: StopSignals) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    from runtime.backends.onnxruntime import BackendError
+    from runtime.capture import SourceError
+    from runtime.config import ConfigError
+    from runtime.jsonl import RANDOM_WEIGHTS_WARNING, JsonlWriter
+    from runtime.metadata import ModelMetadataError
+    from runtime.overlay import FpsMeter, Status, VideoRecorder, draw
+    from runtime.pipeline import Pipeline
+    from runtime.ros2 import Ros2Error, open_sinks
+    from runtime.sinks import OverlayRecorder
+
+    bad_input = (ConfigError, FileNotFoundError, ModelMetadataError, BackendError, SourceError, Ros2Error)
     try:
         config = build_config(args)
         pipeline = Pipeline(config)
-    except BAD_INPUT as error:
+    except bad_input as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    signals.pipeline = pipeline  # from here on a signal stops the run (once it has started) and finalises the files
+    show = config.overlay.show
+    if show and not has_display():
+        log.warning("no display found: running headless (pass --headless to silence this)")
+        show = False
     try:  # the output files: a missing folder or an unwritable format is bad input, named before the run
-        sinks = FrameSinks(pipeline, config)
+        recorder = VideoRecorder(config.overlay.record, config.overlay.record_fps) if config.overlay.record else None
         jsonl = JsonlWriter(args.jsonl, pipeline.random_weights) if args.jsonl else None
         render = lambda result: draw(result, Status(0.0, None, pipeline.model_label, pipeline.random_weights),  # noqa: E731
                                      config.overlay.font_scale)
-        sinks.extra = open_sinks(config, render)
-    except Ros2Error as error:
+        ros2_sinks = open_sinks(config, render)  # ROS 2 topics over DDS and/or MCAP, when asked (runtime/ros2)
+    except (OSError, Ros2Error) as error:
         pipeline.close()
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except OSError as error:
-        pipeline.close()
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    sinks.jsonl = jsonl
     if jsonl is not None:
         jsonl.write_run(config.source.uri, config.classifier.model, {"mode": config.source.mode})
-        for kind in EventKind:
-            pipeline.on(kind, jsonl.write_event)
-    for sink in sinks.extra:
-        for kind in EventKind:
-            pipeline.on(kind, sink.write_event)
+        pipeline.add_sink(jsonl)
+    if recorder is not None:
+        pipeline.add_sink(OverlayRecorder(recorder, pipeline.model_label, pipeline.random_weights,
+                                          config.overlay.font_scale))
+    for sink in ros2_sinks:
+        pipeline.add_sink(sink)
+    display = Display(pipeline, config, show, FpsMeter())
     status = 0
     try:
-        pipeline.run(sinks, max_seconds=args.max_seconds)
-    except KeyboardInterrupt:
+        pipeline.run(display, max_seconds=args.max_seconds)
+    except KeyboardInterrupt:  # a callback's or a library's, not our signals'
         log.info("interrupted: shutting down")
-    except BAD_INPUT as error:
+    except bad_input as error:
         print(f"error: {error}", file=sys.stderr)
         status = 2
     except Exception as error:
         print(f"error: the pipeline failed: {error}", file=sys.stderr)
         status = 1
     finally:
-        pipeline.close()  # idempotent: every thread joined, pending events delivered
-        sinks.close()
-        stats = pipeline.stats()
-        if jsonl is not None:
-            jsonl.write_stats(stats.to_dict())
-            jsonl.close()
-        for sink in sinks.extra:
-            sink.close()  # MCAP: finished and renamed; DDS: an empty `tracked`, then off the domain
-        if stats.frames_read:
-            out = sys.stderr if jsonl is not None and jsonl.to_stdout else sys.stdout  # stdout carries the JSON lines
-            warning = f"  [{RANDOM_WEIGHTS_WARNING}]" if pipeline.random_weights else ""
-            print(f"model: {pipeline.model_label}{warning}", file=out)
-            print(stats.format(), file=out)
+        pipeline.close()  # idempotent: every thread joined, pending events delivered, sinks closed
+        display.close()
+    if signals.received:
+        log.info("interrupted (%s): shut down cleanly", signal.Signals(signals.received[0]).name)
+    stats = pipeline.stats()
+    if stats.frames_read:
+        warning = f"  [{RANDOM_WEIGHTS_WARNING}]" if pipeline.random_weights else ""
+        out = sys.stderr if jsonl is not None and jsonl.to_stdout else sys.stdout  # stdout carries the JSON lines
+        print(f"model: {pipeline.model_label}{warning}", file=out)
+        print(stats.format(), file=out)
     return status
+
+
+class Display:
+    """What the main thread does with each FrameResult it takes (the newest one in real-time mode): the
+    overlay window, or a progress line when headless. Files are written by the pipeline's sinks."""
+
+    def __init__(self, pipeline, config, show: bool, fps):
+        from runtime.overlay import Status, Window, draw
+
+        self.status, self.draw = Status, draw
+        self.pipeline = pipeline
+        self.window = Window(config.overlay.window_name) if show else None
+        self.font_scale = config.overlay.font_scale
+        self.fps = fps
+        self.frames = 0
+
+    def __call__(self, result) -> bool:
+        self.frames += 1
+        fps = self.fps.tick()
+        if self.window is None:
+            if self.frames % 100 == 0:
+                log.info("%d frames, %.1f fps, %d tracks", self.frames, fps, len(result.tracks))
+            return True
+        status = self.status(fps, (time.monotonic() - result.frame.timestamp) * 1000.0, self.pipeline.model_label,
+                             self.pipeline.random_weights)
+        return self.window.show(self.draw(result, status, self.font_scale))
+
+    def close(self) -> None:
+        if self.window is not None:
+            self.window.close()
 
 
 if __name__ == "__main__":

@@ -61,6 +61,9 @@ class PipelineStats:
     events_delivered: int
     events_dropped: int
     callback_errors: int
+    sink_frames_dropped: int = 0  # frames a sink could not keep up with (real-time mode; runtime.sinks)
+    sink_events_dropped: int = 0  # attribute_changed events, likewise
+    sink_errors: int = 0  # exceptions out of a sink's write/close
     stages: dict[str, LatencySummary] = field(default_factory=dict)
     end_to_end: LatencySummary | None = None  # frame capture → event delivered to callbacks
     frames_undecodable: int = 0  # failed reads of a file skipped before its end
@@ -81,6 +84,8 @@ class PipelineStats:
             f"{self.callback_errors} callback errors",
             f"faults: {self.frames_undecodable} undecodable frames, {self.source_stalls} source stalls, "
             f"{self.detector_errors} detector errors, {self.classifier_errors} classifier errors",
+            f"sinks: {self.sink_frames_dropped} frames and {self.sink_events_dropped} events dropped, "
+            f"{self.sink_errors} errors",
             f"{'stage':<12}{'count':>8}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}",
         ]
         rows = [(stage, self.stages.get(stage)) for stage in STAGES] + [("end-to-end", self.end_to_end)]
