@@ -25,7 +25,7 @@ import time
 
 import cv2
 
-from runtime.backends import Backend, open_backend
+from runtime.backends import Backend, describe, inference_precision, open_backend
 from runtime.capture import Capture
 from runtime.classifier import Classifier
 from runtime.config import Config
@@ -209,6 +209,8 @@ class Pipeline:
             callback_errors=self.events.callback_errors,
             stages=stages,
             end_to_end=self.latencies.summary("end_to_end"),
+            backend=describe(self.backend) if self.backend is not None else "",
+            inference_precision=inference_precision(self.backend) if self.backend is not None else "",
         )
 
     # --- perception thread -------------------------------------------------------------------------

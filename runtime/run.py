@@ -15,6 +15,7 @@ import os
 import sys
 import time
 
+from runtime.backends import describe, inference_precision
 from runtime.backends.onnxruntime import BackendError
 from runtime.capture import SourceError
 from runtime.config import Config, ConfigError, load_config
@@ -62,6 +63,13 @@ def build_config(args: argparse.Namespace) -> Config:
 
 def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"  # a YAML string whatever it contains
+
+
+def backend_fields(pipeline: Pipeline) -> dict:
+    """For the JSONL run line: what runs the model, and in which precision (bf16 is not FP32's numbers)."""
+    if pipeline.backend is None:
+        return {}
+    return {"backend": describe(pipeline.backend), "inference_precision": inference_precision(pipeline.backend)}
 
 
 def has_display() -> bool:
@@ -125,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sinks.jsonl = jsonl
     if jsonl is not None:
-        jsonl.write_run(config.source.uri, config.classifier.model, {"mode": config.source.mode})
+        jsonl.write_run(config.source.uri, config.classifier.model, {"mode": config.source.mode} | backend_fields(pipeline))
         for kind in EventKind:
             pipeline.on(kind, jsonl.write_event)
     status = 0
