@@ -1,6 +1,7 @@
 """`python -m calibration int8 …` and `python -m calibration temperature …` (see README, "Calibration").
 
   int8         --model M.onnx (--images DIR | --crops DIR) [--out M.int8.onnx] [--calibrator entropy|percentile|minmax]
+               [--engine ort|nncf]  (nncf: an OpenVINO IR M.nncf.xml for classifier.backend openvino)
   temperature  --model M.onnx --labels L.csv (--images ROOT | --crops ROOT) [--out F | --in-place]
 
 Bad input (missing file, no faces, labels that do not fit the model, a model already quantized) is
@@ -33,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
     int8.add_argument("--out", help="the INT8 model (default: <model>.int8.onnx)")
     int8.add_argument("--calibrator", choices=CALIBRATORS, help="overrides int8.calibrator")
     int8.add_argument("--calibration-crops", type=int, help="overrides int8.calibration_crops")
+    int8.add_argument("--engine", choices=("ort", "nncf"), default="ort",
+                      help="ort: ONNX Runtime QDQ model (default); nncf: NNCF transformer preset + SmoothQuant, "
+                           "an OpenVINO IR (.xml) for classifier.backend openvino (needs the openvino extra)")
     temperature = commands.add_parser("temperature", help="fit one temperature per task on labelled faces")
     temperature.add_argument("--model", required=True, help="a facecue model (FP32 or INT8)")
     temperature.add_argument("--labels", required=True, help="thesis CSV (Path,Gender,Age,…) or path,task,label CSV")
@@ -62,7 +66,15 @@ def run_int8(args, config) -> int:
         int8 = dataclasses.replace(int8, calibration_crops=args.calibration_crops)
     info = model_info(read_header(model), str(model))
     crops = folder_crops(info, args.images, args.crops, int8.calibration_crops + int8.held_out_crops)
-    report = make_int8_model(model, Path(args.out) if args.out else with_suffix(model, "int8"), crops, int8)
+    if args.engine == "nncf":
+        try:
+            from calibration.nncf_model import make_nncf_model
+        except ImportError as error:
+            raise CalibrationError(f"--engine nncf needs nncf and openvino (pip install -e \".[openvino]\"): {error}")
+        out = Path(args.out) if args.out else with_suffix(model, "nncf").with_suffix(".xml")
+        report = make_nncf_model(model, out, crops, int8)
+    else:
+        report = make_int8_model(model, Path(args.out) if args.out else with_suffix(model, "int8"), crops, int8)
     print(report.table())
     return 0
 

@@ -32,6 +32,7 @@ class Int8Config:
     speed_repeats: int = 5  # timed runs per batch size and model, interleaved; the median is reported
     margin_tolerance: float = 1e-3  # agreement counts samples whose FP32 top-2 margin exceeds this × logit scale
     min_agreement: float = 0.95  # per task; below it the report says FAIL
+    nncf_smooth_quant_alpha: float = 0.95  # --engine nncf: SmoothQuant alpha of the MatMuls (< 0: off)
 
 
 @dataclass

@@ -16,6 +16,9 @@ from typing import Any
 from runtime import configfile
 from runtime.tiles import parse_tiles
 
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
+PRECISIONS = ("auto", "f32", "bf16", "f16")  # OpenVINO's INFERENCE_PRECISION_HINT values
+OPENVINO_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 DEFAULT_AGE_CENTROIDS = [1.5, 6.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 77.0]
 
 
@@ -65,7 +68,7 @@ class TrackerConfig:
 @dataclass
 class ClassifierConfig:
     model: str | None = None  # path to a facecue .onnx (or a TensorRT .engine); None runs detection and tracking only
-    backend: str = "onnxruntime"  # "onnxruntime" or "tensorrt" (a native engine, runtime/backends/tensorrt.py)
+    backend: str = "auto"  # auto | onnxruntime | openvino | tensorrt (runtime/backends/auto.py says how auto picks)
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
     provider_options: dict[str, dict] = field(default_factory=dict)  # provider name → its ORT options
     intra_op_threads: int = 0  # >= 0; 0: all cores but one, so perception keeps a core
@@ -83,6 +86,10 @@ class ClassifierConfig:
     fp16: bool = True  # TensorRT EP may run an fp32 model in FP16 (an fp16 model is FP16 by its types)
     cache_dir: str = "~/.cache/facecue/tensorrt"  # TensorRT EP engine and timing caches
     cpu_fallback: bool = False  # a GPU provider that is missing or fails to load: run on CPU (logged) instead of failing
+    # OpenVINO (runtime/backends/openvino.py)
+    precision: str = "auto"  # OpenVINO inference precision: auto (bf16 where the CPU has it, else f32) | f32 | bf16 | f16
+    openvino_device: str = "CPU"  # CPU | GPU | NPU | AUTO (only CPU is tested)
+    openvino_cache_dir: str = "~/.cache/facecue/openvino"  # compiled models, so the second start is fast; "" = off
 
 
 @dataclass
@@ -169,7 +176,10 @@ def validate(config: Config, origin: str) -> None:
         (config.tracker.remove_after >= config.tracker.lost_after, "tracker.remove_after", "must be >= lost_after"),
         (config.tracker.max_tracks >= 1, "tracker.max_tracks", "must be >= 1"),
         (0.0 <= config.tracker.cut_threshold <= 1.0, "tracker.cut_threshold", "must be in [0, 1] (0: off)"),
-        (config.classifier.backend in ("onnxruntime", "tensorrt"), "classifier.backend", "must be 'onnxruntime' or 'tensorrt'"),
+        (config.classifier.backend in BACKENDS, "classifier.backend", f"must be one of {', '.join(BACKENDS)}"),
+        (config.classifier.precision in PRECISIONS, "classifier.precision", f"must be one of {', '.join(PRECISIONS)}"),
+        (config.classifier.openvino_device in OPENVINO_DEVICES, "classifier.openvino_device",
+         f"must be one of {', '.join(OPENVINO_DEVICES)}"),
         (config.classifier.opt_batch >= 1, "classifier.opt_batch", "must be >= 1"),
         (config.classifier.max_batch >= 1, "classifier.max_batch", "must be >= 1"),
         (config.classifier.queue_size >= 1, "classifier.queue_size", "must be >= 1"),

@@ -28,7 +28,7 @@ import time
 
 import cv2
 
-from runtime.backends import Backend, open_backend
+from runtime.backends import Backend, describe, inference_precision, open_backend
 from runtime.capture import Capture
 from runtime.classifier import Classifier
 from runtime.config import Config
@@ -249,6 +249,8 @@ class Pipeline:
             source_stalls=capture.stalls if capture else 0,
             detector_errors=self.perception.detector_errors if self.perception is not None else 0,
             classifier_errors=classifier.errors if classifier else 0,
+            backend=describe(self.backend) if self.backend is not None else "",
+            inference_precision=inference_precision(self.backend) if self.backend is not None else "",
         )
 
     # --- perception thread -------------------------------------------------------------------------

@@ -80,6 +80,15 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"  # a YAML string whatever it contains
 
 
+def backend_fields(pipeline: Pipeline) -> dict:
+    """For the JSONL run line: what runs the model, and in which precision (bf16 is not FP32's numbers)."""
+    from runtime.backends import describe, inference_precision
+
+    if pipeline.backend is None:
+        return {}
+    return {"backend": describe(pipeline.backend), "inference_precision": inference_precision(pipeline.backend)}
+
+
 def has_display() -> bool:
     return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
@@ -166,7 +175,7 @@ def _main(argv: list[str] | None, signals: StopSignals) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if jsonl is not None:
-        jsonl.write_run(config.source.uri, config.classifier.model, {"mode": config.source.mode})
+        jsonl.write_run(config.source.uri, config.classifier.model, {"mode": config.source.mode} | backend_fields(pipeline))
         pipeline.add_sink(jsonl)
     if recorder is not None:
         pipeline.add_sink(OverlayRecorder(recorder, pipeline.model_label, pipeline.random_weights,

@@ -70,12 +70,15 @@ class PipelineStats:
     source_stalls: int = 0  # a live source read nothing for source.read_timeout (then reopened)
     detector_errors: int = 0  # detector exceptions, each retried
     classifier_errors: int = 0  # failed inferences, each retried
+    backend: str = ""  # what ran the model and why (runtime.backends.describe), e.g. "openvino CPU bf16 (auto: ...)"
+    inference_precision: str = ""  # the float layers' precision: bf16 logits differ from FP32 (BENCHMARKS.md)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def format(self) -> str:
-        lines = [
+        lines = [f"backend: {self.backend}; inference precision {self.inference_precision}"] if self.backend else []
+        lines += [
             f"frames: {self.frames_processed} processed, {self.frames_read} read, {self.frames_dropped} dropped, "
             f"{self.source_reopens} source reopens; {self.fps:.1f} fps over {self.duration_s:.1f} s",
             f"classifications: {self.classifications} in {self.batches} batches "

@@ -83,7 +83,7 @@ def test_a_busy_classifier_refuses_requests_instead_of_queueing_them(tiny_model)
 
 
 def test_session_uses_the_configured_threads(tiny_model):
-    backend = open_backend(tiny_model, ClassifierConfig(intra_op_threads=1, inter_op_threads=1))
+    backend = open_backend(tiny_model, ClassifierConfig(backend="onnxruntime", intra_op_threads=1, inter_op_threads=1))
     assert backend.session.get_providers() == ["CPUExecutionProvider"]
     assert backend.max_batch == 8
     with pytest.raises(ValueError, match=r"expected uint8 \[N, 32, 32, 3\] crops"):
@@ -129,7 +129,7 @@ def test_other_onnx_models_and_non_models_are_refused(tmp_path):
     text = tmp_path / "notes.onnx"
     text.write_text("not a model")
     with pytest.raises(BackendError, match="notes.onnx is not a readable ONNX model"):
-        open_backend(text, ClassifierConfig())
+        open_backend(text, ClassifierConfig(backend="onnxruntime"))
     with pytest.raises(FileNotFoundError, match="model file not found"):
         open_backend(tmp_path / "missing.onnx", ClassifierConfig())
 
@@ -140,7 +140,7 @@ def test_an_unavailable_provider_is_named(tiny_model):
 
 
 def test_stop_cancels_the_session_and_is_not_an_error(tiny_model):
-    backend = open_backend(tiny_model, ClassifierConfig(intra_op_threads=1))
+    backend = open_backend(tiny_model, ClassifierConfig(backend="onnxruntime", intra_op_threads=1))
     size = backend.info.input_size
     classifier = Classifier(backend, max_batch=2, batch_wait=0.0, queue_size=2)
     classifier.start()
