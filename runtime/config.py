@@ -120,7 +120,8 @@ class Config:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML profile (or the defaults when `path` is None) and apply `section.key=value` overrides."""
+    """Read a YAML profile — a file or a shipped profile name such as "laptop" (configfile.profile_path) — or
+    the defaults when `path` is None, and apply `section.key=value` overrides."""
     return configfile.load(Config, path, overrides or [], error=ConfigError, validate=validate)
 
 
