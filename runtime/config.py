@@ -101,7 +101,7 @@ class OverlayConfig:
     window_name: str = "facecue"
     font_scale: float = 0.5
     record: str | None = None  # write the overlay video to this file (opt-in)
-    record_fps: float = 30.0
+    record_fps: float | None = None  # None: the source's rate (a file's FPS, a live source's measured rate)
 
 
 @dataclass

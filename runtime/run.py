@@ -97,7 +97,7 @@ class FrameSinks:
                         self.pipeline.random_weights)
         image = draw(result, status, self.font_scale)
         if self.recorder is not None:
-            self.recorder.write(image)
+            self.recorder.write(image, result.frame.stream_time)
         return self.window.show(image) if self.window is not None else True
 
     def close(self) -> None:
