@@ -80,6 +80,7 @@ def run_temperature(args, config) -> int:
 
 
 def main(argv=None) -> int:
+    from runtime.faces import FacesError
     args = parser().parse_args(argv)
     # onnxruntime.quantization logs whole range tables and generic advice on the root logger: root shows
     # errors only, our own loggers show progress.
@@ -89,9 +90,12 @@ def main(argv=None) -> int:
     try:
         config = load_config(args.config)
         return run_int8(args, config) if args.command == "int8" else run_temperature(args, config)
-    except (CalibrationError, FileNotFoundError) as error:
+    except (CalibrationError, FileNotFoundError, FacesError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@ published layouts, so the full-size path runs end to end without a download. For
 
 Writes, from the reference's key tables (thesis-model.md §1, §4, §11), not from any model class:
 - `RANDOM-PE-Core-<name>.pt`: Meta's whole-CLIP layout (vision under `visual.`, a text-tower stub);
-- `RANDOM-dora-adapters/`: `adapter_model.safetensors` (DoRA on, non-zero B, perturbed magnitudes),
+- `RANDOM-<name>-dora-adapters/` (named per backbone like the weights; refuses another backbone's folder): `adapter_model.safetensors` (DoRA on, non-zero B, perturbed magnitudes),
   `adapter_config.json` (thesis LoraConfig), `custom_layers.pt` (deep heads, non-trivial BatchNorm);
-- or, with `--adapter mtlora`, `RANDOM-mtlora-adapters/`: DoRA on blocks 0..n-2 only, and `custom_layers.pt`
+- or, with `--adapter mtlora`, `RANDOM-<name>-mtlora-adapters/`: DoRA on blocks 0..n-2 only, and `custom_layers.pt`
   with `mtl_layer` / `mtl_attn_pool` (§11: copies of the last block's and the pool's weights as `*.linear.*`,
   non-zero shared and task LoRAs, one probe per task) beside deep heads that read the width (no `proj`).
 Every file is marked (`facecue_random_weights`, a `RANDOM_WEIGHTS` file); models exported from them say
@@ -151,9 +151,13 @@ def write_random_checkpoint(backbone: str, out: str | Path, rank: int = 64, seed
     vision = meta_vision_weights(config, gen)
     text_stub = {"logit_scale": torch.tensor(4.6052), "token_embedding.weight": torch.zeros(8, 4),
                  "ln_final.weight": torch.ones(4), "text_projection": torch.zeros(4, 4)}
-    adapter_dir = out / f"RANDOM-{adapter}-adapters"
+    tag = config.name.removeprefix('pe-core-').upper()
+    adapter_dir = out / f"RANDOM-{tag}-{adapter}-adapters"  # per backbone, like the weights file
+    marker = adapter_dir / RANDOM_MARKER_FILE
+    if marker.is_file() and f"backbone: {config.name}\n" not in marker.read_text():
+        raise FileExistsError(f"{adapter_dir} holds another backbone's random adapters; choose another --out")
     adapter_dir.mkdir(parents=True, exist_ok=True)
-    weights = out / f"RANDOM-PE-Core-{config.name.removeprefix('pe-core-').upper()}.pt"
+    weights = out / f"RANDOM-PE-Core-{tag}.pt"
     log.info("writing %s", weights)
     torch.save({f"visual.{k}": v for k, v in vision.items()} | text_stub | {RANDOM_MARKER_KEY: torch.tensor(1)}, weights)
     log.info("writing DoRA adapters (r=%d) and deep heads to %s", rank, adapter_dir)
@@ -168,7 +172,7 @@ def write_random_checkpoint(backbone: str, out: str | Path, rank: int = 64, seed
     save_file(dora, str(adapter_dir / ADAPTER_WEIGHTS))
     (adapter_dir / ADAPTER_CONFIG).write_text(json.dumps(thesis_adapter_config(rank), indent=2))
     torch.save(custom_layers, adapter_dir / CUSTOM_LAYERS)
-    (adapter_dir / RANDOM_MARKER_FILE).write_text("Random weights from export.random_checkpoint: for plumbing only.\n")
+    marker.write_text(f"Random weights from export.random_checkpoint: for plumbing only.\nbackbone: {config.name}\n")
     return weights, adapter_dir
 
 

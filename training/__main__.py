@@ -13,6 +13,7 @@ from export.cli import setup_logging
 
 
 def main(argv=None) -> int:
+    from runtime.faces import FacesError
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="configs/train/<recipe>.yaml")
@@ -30,9 +31,12 @@ def main(argv=None) -> int:
     try:
         config = load_config(args.config, args.set)
         best, state = train(config, resume=args.resume)
-    except (TrainConfigError, DataError, ConfigError, CheckpointError, FileNotFoundError) as error:
+    except (TrainConfigError, DataError, ConfigError, CheckpointError, FileNotFoundError, FacesError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     import json
     summary = json.loads((best / "training.json").read_text()) if (best / "training.json").is_file() else {}
     print(f"best epoch {state.best_epoch} (val loss {state.best_val_loss:.4f}) in {best}")
