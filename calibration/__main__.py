@@ -22,7 +22,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "calibrati
 
 
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog="python -m calibration", description=__doc__,
+    main = argparse.ArgumentParser(prog="python -m calibration", description=__doc__, epilog=(
+        "example: facecue calibrate temperature --model build/model.onnx --labels labels.csv --crops ROOT"),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     main.add_argument("--config", default=str(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else None,
                       help="calibration YAML (default: configs/calibration.yaml)")

@@ -292,7 +292,8 @@ def main(argv=None) -> int:
     from export.cli import setup_logging
     from runtime.faces import add_face_arguments
 
-    parser = argparse.ArgumentParser(prog="python -m export.fp16", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m export.fp16", description=__doc__.split("\n\n")[0],
+                                     epilog="example: facecue fp16 build/model.onnx --crops DIR_OF_FACE_CHIPS")
     parser.add_argument("model", help="an FP32 facecue ONNX model")
     parser.add_argument("--out", help="default: <model>.fp16.onnx beside the input")
     add_face_arguments(parser, required=False)

@@ -196,7 +196,7 @@ def report(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=(
-        "example: python -m runtime.bench --source samples/face-demographics-walking-and-pause.mp4 "
+        "example: facecue bench --source samples/face-demographics-walking-and-pause.mp4 "
         "--model build/model.onnx --seconds 10 --json build/bench.json"))
     parser.add_argument("--source", required=True)
     parser.add_argument("--model", required=True)

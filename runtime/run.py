@@ -29,7 +29,9 @@ BAD_INPUT = (ConfigError, FileNotFoundError, ModelMetadataError, BackendError, S
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=(
+        "example: facecue run --source samples/face-demographics-walking-and-pause.mp4 --model build/model.onnx "
+        "--config laptop --headless --jsonl run.jsonl"))
     parser.add_argument("--source", help="webcam index, video file, rtsp/http URL or GStreamer pipeline (source.uri)")
     parser.add_argument("--model", help="facecue ONNX model (classifier.model); without one, detection and tracking only")
     parser.add_argument("--config", help="YAML profile, e.g. configs/laptop.yaml (default: built-in defaults)")

@@ -216,7 +216,7 @@ def test_random_mtlora_checkpoint_exports_and_verifies(trained, tmp_path, capsys
     assert run_main(random_main, ["--backbone", str(TINY_BACKBONE), "--out", str(tmp_path / "rc"), "--rank", "4",
                                   "--adapter", "mtlora"]) == 0
     inputs = ["--backbone", str(TINY_BACKBONE), "--weights", str(tmp_path / "rc" / "RANDOM-PE-Core-TEST-TINY.pt"),
-              "--adapters", str(tmp_path / "rc" / "RANDOM-mtlora-adapters")]
+              "--adapters", str(tmp_path / "rc" / "RANDOM-TEST-TINY-mtlora-adapters")]
     model = tmp_path / "model.onnx"
     assert run_main(export_main, [*inputs, "--out", str(model)]) == 0
     info = read_model_info(model)

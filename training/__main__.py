@@ -14,7 +14,9 @@ from export.cli import setup_logging
 
 def main(argv=None) -> int:
     from runtime.faces import FacesError
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__, epilog=(
+        "example: facecue train --config train/lora --set \"data.train=[{csv: kids/train.csv, root: kids}]\" "
+        "--set \"data.val=[{csv: kids/val.csv, root: kids}]\" --set run.out=runs/kids"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="configs/train/<recipe>.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

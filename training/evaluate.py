@@ -139,7 +139,8 @@ def print_table(result: dict) -> None:
 
 def main(argv=None) -> int:
     from runtime.faces import FacesError
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__, epilog=(
+        "example: facecue evaluate --onnx build/model.onnx --labels labels.csv --crops ROOT --out eval"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     model_group = parser.add_mutually_exclusive_group(required=True)
     model_group.add_argument("--onnx", help="an exported facecue ONNX model (ONNX Runtime, CPU)")
