@@ -1,12 +1,12 @@
 """`python -m export.random_checkpoint --backbone pe-core-l14-336 --out DIR`: RANDOM-weight files in the
 published layouts, so the full-size path runs end to end without a download. For plumbing only.
 
-Writes, from the reference's key tables (thesis-model.md §1, §4, §11), not from any model class:
+Writes, from the published key layouts, not from any model class:
 - `RANDOM-PE-Core-<name>.pt`: Meta's whole-CLIP layout (vision under `visual.`, a text-tower stub);
 - `RANDOM-<name>-dora-adapters/` (named per backbone like the weights; refuses another backbone's folder): `adapter_model.safetensors` (DoRA on, non-zero B, perturbed magnitudes),
   `adapter_config.json` (thesis LoraConfig), `custom_layers.pt` (deep heads, non-trivial BatchNorm);
 - or, with `--adapter mtlora`, `RANDOM-<name>-mtlora-adapters/`: DoRA on blocks 0..n-2 only, and `custom_layers.pt`
-  with `mtl_layer` / `mtl_attn_pool` (§11: copies of the last block's and the pool's weights as `*.linear.*`,
+  with `mtl_layer` / `mtl_attn_pool` (copies of the last block's and the pool's weights as `*.linear.*`,
   non-zero shared and task LoRAs, one probe per task) beside deep heads that read the width (no `proj`).
 Every file is marked (`facecue_random_weights`, a `RANDOM_WEIGHTS` file); models exported from them say
 `random_weights: true` in their metadata.
@@ -65,7 +65,7 @@ def meta_vision_weights(config: BackboneConfig, gen: torch.Generator) -> dict[st
 
 
 def adapted_modules(config: BackboneConfig) -> list[tuple[str, str]]:
-    """(Meta module, its weight key in the vision state dict) for every Linear the thesis adapts (§11)."""
+    """(Meta module, its weight key in the vision state dict) for every Linear the thesis adapts."""
     modules = []
     for i in range(config.depth):
         block = f"transformer.resblocks.{i}"
@@ -107,7 +107,7 @@ def deep_heads(config: BackboneConfig, gen: torch.Generator) -> dict[str, torch.
 
 
 def _mtlora_linear(gen, weight, bias, rank: int, prefix: str) -> dict[str, torch.Tensor]:
-    """One MTLoRALinear's keys (§11): frozen copy, shared LoRA (scale 0 in the model), one LoRA per task."""
+    """One MTLoRALinear's keys: frozen copy, shared LoRA (scale 0 in the model), one LoRA per task."""
     out_dim, in_dim = weight.shape
     state = {f"{prefix}.linear.weight": weight.clone(), f"{prefix}.linear.bias": bias.clone(),
              f"{prefix}.lora_shared_A": torch.randn(rank, in_dim, generator=gen) * in_dim**-0.5,
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--adapter", choices=("dora", "mtlora"), default="dora",
-                        help="DoRA-MTL layout (default) or the MTLoRA layout (reference §4, §11)")
+                        help="DoRA-MTL layout (default) or the MTLoRA layout")
     args = parser.parse_args(argv)
     setup_logging()
     weights, adapters = write_random_checkpoint(args.backbone, args.out, args.rank, args.seed, args.adapter)

@@ -54,7 +54,7 @@ def trained(tmp_path_factory):
 def test_checkpoint_has_the_reference_key_layout(trained):
     adapters = trained[5]
     sections = torch.load(adapters / "custom_layers.pt", weights_only=True)
-    assert len(sections["mtl_layer"]) == 64 and len(sections["mtl_attn_pool"]) == 65  # reference §4
+    assert len(sections["mtl_layer"]) == 64 and len(sections["mtl_attn_pool"]) == 65
     assert "attn.q.lora_tasks_B.Emotion" in sections["mtl_layer"] and "out_proj.linear.weight" in sections["mtl_layer"]
     assert "probe.Age" in sections["mtl_attn_pool"] and "mlp.c_proj.lora_shared_B" in sections["mtl_attn_pool"]
     blocks = {k.split(".")[4] for k in load_file(str(adapters / "adapter_model.safetensors"))}
