@@ -1,12 +1,9 @@
 """Silencing what native libraries write straight to file descriptor 2 (not Python's sys.stderr).
 
 MediaPipe/LiteRT (glog/absl), OpenCV and its bundled FFmpeg print diagnostics from C++ that Python's logging
-cannot filter: "Logging before InitGoogle", "Input tensor memory is not aligned", an FFmpeg encoder that is
-not there. `native_stderr_silenced()` points fd 2 at /dev/null around such a call (off with --verbose, i.e.
-`set_verbose(True)`), and `quiet_native_logs()` sets the libraries' documented log-level variables before they
-are imported (OPENCV_LOG_LEVEL, OPENCV_FFMPEG_LOGLEVEL: docs.opencv.org "OpenCV environment variables";
-GLOG_minloglevel, TF_CPP_MIN_LOG_LEVEL: absl/glog and TensorFlow Lite logging). The project's own warnings
-go through Python's logging and are never hidden.
+cannot filter (today: FFmpeg's lines when the recorder probes an H.264 encoder that is not there).
+`native_stderr_silenced()` points fd 2 at /dev/null around such a call; `set_verbose(True)` turns it off.
+The project's own warnings go through Python's logging and are never hidden.
 """
 from __future__ import annotations
 
@@ -21,15 +18,6 @@ _verbose = False
 def set_verbose(verbose: bool) -> None:
     global _verbose
     _verbose = verbose
-
-
-def quiet_native_logs() -> None:
-    """Set the native libraries' log levels (only keys the user has not set); call before importing cv2."""
-    if _verbose:
-        return
-    for key, value in (("OPENCV_LOG_LEVEL", "ERROR"), ("OPENCV_FFMPEG_LOGLEVEL", "-8"),
-                       ("GLOG_minloglevel", "2"), ("TF_CPP_MIN_LOG_LEVEL", "2")):
-        os.environ.setdefault(key, value)
 
 
 @contextlib.contextmanager
