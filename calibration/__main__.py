@@ -23,7 +23,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "calibrati
 
 
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog="python -m calibration", description=__doc__,
+    main = argparse.ArgumentParser(prog="python -m calibration", description=__doc__, epilog=(
+        "example: facecue calibrate temperature --model build/model.onnx --labels labels.csv --crops ROOT"),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     main.add_argument("--config", default=str(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else None,
                       help="calibration YAML (default: configs/calibration.yaml)")
@@ -92,6 +93,7 @@ def run_temperature(args, config) -> int:
 
 
 def main(argv=None) -> int:
+    from runtime.faces import FacesError
     args = parser().parse_args(argv)
     # onnxruntime.quantization logs whole range tables and generic advice on the root logger: root shows
     # errors only, our own loggers show progress.
@@ -101,9 +103,12 @@ def main(argv=None) -> int:
     try:
         config = load_config(args.config)
         return run_int8(args, config) if args.command == "int8" else run_temperature(args, config)
-    except (CalibrationError, FileNotFoundError) as error:
+    except (CalibrationError, FileNotFoundError, FacesError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,13 @@ def set_document(model: onnx.ModelProto, document: dict[str, Any]) -> None:
     model.metadata_props.add(key=METADATA_KEY, value=json.dumps(document))
 
 
+def file_mode() -> int:
+    """0644 under the usual umask 022: what an ordinary new file gets (temp files are made 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def staging_dir(out_path: Path):
     """A temp folder beside `out_path` (same file system, so the final renames are atomic); removed on exit."""
@@ -84,6 +92,7 @@ def write_with_document(source: Path, out_path: Path, document: dict[str, Any]) 
             staged = Path(tmp.name)
         try:
             onnx.save(model, str(staged))
+            staged.chmod(file_mode())  # NamedTemporaryFile is owner-only (0600); a model is an ordinary file
             staged.replace(out_path)
         finally:
             staged.unlink(missing_ok=True)

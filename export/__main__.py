@@ -11,7 +11,9 @@ from export.tensorrt_build import add_engine_arguments
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__, epilog=(
+        "example: facecue export --backbone pe-core-t16-384 --weights build/random/RANDOM-PE-Core-T16-384.pt "
+        "--adapters build/random/RANDOM-T16-384-dora-adapters --out build/model.onnx"))
     add_model_inputs(parser)
     parser.add_argument("--out", required=True, help="the ONNX model to write, e.g. build/model.onnx")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)

@@ -1,6 +1,6 @@
 """Read a thesis-layout LoRA/DoRA adapter directory and merge it into the timm backbone with PEFT.
 
-The thesis evaluated after PEFT's `merge_and_unload` (reference §4, §5), so PEFT itself does the
+The thesis evaluated after PEFT's `merge_and_unload`, so PEFT itself does the
 merge here: the adapters are renamed from Meta's module names to timm's (export/names.py), attached
 with an equivalent LoraConfig and merged in float32. Merging also applies adapters that PE's
 unmerged forward bypasses (the pool's MultiheadAttention out_proj), as the thesis pipeline did.

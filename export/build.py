@@ -88,7 +88,7 @@ def build_model(backbone: str | BackboneConfig, weights: str | Path | None = Non
         weights_random = load_backbone_weights(net, weights)
     if adapter_set is not None:
         net = merge_adapters(net, adapter_set, config.depth)
-    # MTLoRA heads read each task's pool output without `proj` (reference §2)
+    # MTLoRA heads read each task's pool output without `proj`
     head_modules = heads_from_state_dict(head_state, config.width if mtlora_sections else config.proj_dim,
                                          str(heads_path))
     random_weights = weights_random or heads_random or bool(adapter_set and adapter_set.random_weights)

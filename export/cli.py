@@ -26,9 +26,13 @@ def add_model_inputs(parser: argparse.ArgumentParser) -> None:
 
 
 def run_main(main, argv=None) -> int:
-    """Run `main(argv)`; input errors become one clear line and exit code 2."""
+    """Run `main(argv)`; input errors become one clear line and exit code 2, Ctrl-C exit code 130."""
+    from runtime.faces import FacesError
     try:
         return main(argv) or 0
-    except (CheckpointError, ConfigError, FileNotFoundError) as error:
+    except (CheckpointError, ConfigError, FacesError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,12 +1,12 @@
 """`python -m export.fp16 model.onnx [--out model.fp16.onnx] [--images DIR | --crops DIR]`: an FP16 copy
 of a facecue ONNX model, verified against the FP32 model with ONNX Runtime before it is written.
 
-What stays FP32 (`FP32_RULES`): LayerNormalization (ViT residuals overflow FP16 in a decomposed LN;
-anchors.md §C), Softmax, reductions, the RoPE rotation (PE runs it under autocast-off in PyTorch) and
+What stays FP32 (`FP32_RULES`): LayerNormalization (ViT residuals overflow FP16 in a decomposed LN),
+Softmax, reductions, the RoPE rotation (PE runs it under autocast-off in PyTorch) and
 the attention pooling, chosen by op type and by the exporter's node scopes (`pkg.torch.onnx.*`
 metadata). Everything else, weights and MatMuls included, is FP16. The uint8 input is cast inside the
 graph as before; the logits are cast back to float32, so the model contract does not change and a
-strongly typed TensorRT build follows these types exactly (tensorrt-jetson.md §2).
+strongly typed TensorRT build follows these types exactly (NVIDIA TensorRT Developer Guide, "Strongly Typed Networks").
 
 Hand-written rather than onnxconverter-common's `convert_float_to_float16` because, in 1.16, its block
 lists still convert the blocked nodes' initializers to FP16 (it collects them after renaming the inputs
@@ -292,7 +292,8 @@ def main(argv=None) -> int:
     from export.cli import setup_logging
     from runtime.faces import add_face_arguments
 
-    parser = argparse.ArgumentParser(prog="python -m export.fp16", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m export.fp16", description=__doc__.split("\n\n")[0],
+                                     epilog="example: facecue fp16 build/model.onnx --crops DIR_OF_FACE_CHIPS")
     parser.add_argument("model", help="an FP32 facecue ONNX model")
     parser.add_argument("--out", help="default: <model>.fp16.onnx beside the input")
     add_face_arguments(parser, required=False)

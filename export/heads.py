@@ -1,4 +1,4 @@
-"""The thesis' classification heads (reference §2, §11), keyed `Age`, `Gender`, `Emotion`.
+"""The thesis' classification heads, keyed `Age`, `Gender`, `Emotion`.
 
 Module indices match the thesis so its `prediction_layers` state dict loads with strict=True:
 deep head  = 0 BatchNorm1d, 1 Dropout, 2 Linear(D, H), 3 GELU, 4 Linear(H, C);

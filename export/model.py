@@ -31,7 +31,7 @@ def create_backbone(config: BackboneConfig, pretrained: bool = False) -> nn.Modu
         mlp_ratio=config.mlp_ratio,
         attn_pool_num_heads=config.pool_heads,
     )
-    # timm rescales RoPE positions by ref_feat_shape/grid; Meta keeps integer positions 1..G (reference §6).
+    # timm rescales RoPE positions by ref_feat_shape/grid; Meta keeps integer positions 1..G.
     # create_model drops ref_feat_shape=None, so clear it here and rebuild the cached table.
     backbone.rope.ref_feat_shape = None
     backbone.rope.init_non_persistent_buffers()

@@ -1,4 +1,4 @@
-"""MTLoRA (reference thesis-model.md §5): a task-specific final block and attention pools.
+"""MTLoRA: a task-specific final block and attention pools.
 
 The thesis' second model keeps PE-Core blocks 0..n-2 (shared DoRA, merged by export/adapters.py) and
 replaces block n-1 by `mtl_layer` and the attention pool by `mtl_attn_pool` (`custom_layers.pt`).
@@ -8,7 +8,7 @@ so the block computes the shared path plus one path per task and cannot be merge
 two inputs are the same tensor, so each task's pool merges into an ordinary timm `AttentionPoolLatent`.
 
 The modules keep the task LoRA factors as trainable Parameters under the thesis' key names, so their
-`state_dict` is the checkpoint layout (§11) and training/ can reuse them. The final block's attention
+`state_dict` is the checkpoint layout and training/ can reuse them. The final block's attention
 is written here (not timm's EvaAttention) because each task's q/k/v is the shared projection plus a
 low-rank term; RoPE is timm's own `apply_rot_embed_cat` with the backbone's table.
 """
@@ -93,7 +93,7 @@ def _mlp_from(mlp: nn.Module, rank: int, tasks) -> nn.ModuleDict:
 
 
 class MTLoRABlock(nn.Module):
-    """`mtl_layer`: PE's last pre-norm block with a shared path and one path per task (§5 "Final block per task").
+    """`mtl_layer`: PE's last pre-norm block with a shared path and one path per task (the thesis' final block per task).
 
     forward(h, rope) → {task: tokens}; h is the previous block's output (CLS first, not normalised)
     and rope timm's table for the patch tokens (CLS is not rotated, as Meta's zero angle).
@@ -143,7 +143,7 @@ class MTLoRABlock(nn.Module):
 
 
 class MTLoRAAttentionPool(nn.Module):
-    """`mtl_attn_pool`: PE's attention pool with a probe and LoRAs per task (§5 "Pool per task").
+    """`mtl_attn_pool`: PE's attention pool with a probe and LoRAs per task (the thesis' pool per task).
 
     forward(tokens, task) is the unmerged form (for training); `merged_pool` gives the export form.
     """

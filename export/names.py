@@ -1,6 +1,6 @@
 """Meta PE module names ↔ timm Eva module names, for the Linears that carry LoRA/DoRA adapters.
 
-The thesis saves adapters under Meta's (patched) PE names (reference §4, §11); the export attaches
+The thesis saves adapters under Meta's (patched) PE names; the export attaches
 them to timm's Eva. training/ needs the inverse to save checkpoints in the thesis layout.
 Backbone *weights* are converted with timm's own `checkpoint_filter_fn` instead (see weights.py).
 """

@@ -1,12 +1,12 @@
 """`python -m export.random_checkpoint --backbone pe-core-l14-336 --out DIR`: RANDOM-weight files in the
 published layouts, so the full-size path runs end to end without a download. For plumbing only.
 
-Writes, from the reference's key tables (thesis-model.md §1, §4, §11), not from any model class:
+Writes, from the published key layouts, not from any model class:
 - `RANDOM-PE-Core-<name>.pt`: Meta's whole-CLIP layout (vision under `visual.`, a text-tower stub);
-- `RANDOM-dora-adapters/`: `adapter_model.safetensors` (DoRA on, non-zero B, perturbed magnitudes),
+- `RANDOM-<name>-dora-adapters/` (named per backbone like the weights; refuses another backbone's folder): `adapter_model.safetensors` (DoRA on, non-zero B, perturbed magnitudes),
   `adapter_config.json` (thesis LoraConfig), `custom_layers.pt` (deep heads, non-trivial BatchNorm);
-- or, with `--adapter mtlora`, `RANDOM-mtlora-adapters/`: DoRA on blocks 0..n-2 only, and `custom_layers.pt`
-  with `mtl_layer` / `mtl_attn_pool` (§11: copies of the last block's and the pool's weights as `*.linear.*`,
+- or, with `--adapter mtlora`, `RANDOM-<name>-mtlora-adapters/`: DoRA on blocks 0..n-2 only, and `custom_layers.pt`
+  with `mtl_layer` / `mtl_attn_pool` (copies of the last block's and the pool's weights as `*.linear.*`,
   non-zero shared and task LoRAs, one probe per task) beside deep heads that read the width (no `proj`).
 Every file is marked (`facecue_random_weights`, a `RANDOM_WEIGHTS` file); models exported from them say
 `random_weights: true` in their metadata.
@@ -65,7 +65,7 @@ def meta_vision_weights(config: BackboneConfig, gen: torch.Generator) -> dict[st
 
 
 def adapted_modules(config: BackboneConfig) -> list[tuple[str, str]]:
-    """(Meta module, its weight key in the vision state dict) for every Linear the thesis adapts (§11)."""
+    """(Meta module, its weight key in the vision state dict) for every Linear the thesis adapts."""
     modules = []
     for i in range(config.depth):
         block = f"transformer.resblocks.{i}"
@@ -107,7 +107,7 @@ def deep_heads(config: BackboneConfig, gen: torch.Generator) -> dict[str, torch.
 
 
 def _mtlora_linear(gen, weight, bias, rank: int, prefix: str) -> dict[str, torch.Tensor]:
-    """One MTLoRALinear's keys (§11): frozen copy, shared LoRA (scale 0 in the model), one LoRA per task."""
+    """One MTLoRALinear's keys: frozen copy, shared LoRA (scale 0 in the model), one LoRA per task."""
     out_dim, in_dim = weight.shape
     state = {f"{prefix}.linear.weight": weight.clone(), f"{prefix}.linear.bias": bias.clone(),
              f"{prefix}.lora_shared_A": torch.randn(rank, in_dim, generator=gen) * in_dim**-0.5,
@@ -151,9 +151,13 @@ def write_random_checkpoint(backbone: str, out: str | Path, rank: int = 64, seed
     vision = meta_vision_weights(config, gen)
     text_stub = {"logit_scale": torch.tensor(4.6052), "token_embedding.weight": torch.zeros(8, 4),
                  "ln_final.weight": torch.ones(4), "text_projection": torch.zeros(4, 4)}
-    adapter_dir = out / f"RANDOM-{adapter}-adapters"
+    tag = config.name.removeprefix('pe-core-').upper()
+    adapter_dir = out / f"RANDOM-{tag}-{adapter}-adapters"  # per backbone, like the weights file
+    marker = adapter_dir / RANDOM_MARKER_FILE
+    if marker.is_file() and f"backbone: {config.name}\n" not in marker.read_text():
+        raise FileExistsError(f"{adapter_dir} holds another backbone's random adapters; choose another --out")
     adapter_dir.mkdir(parents=True, exist_ok=True)
-    weights = out / f"RANDOM-PE-Core-{config.name.removeprefix('pe-core-').upper()}.pt"
+    weights = out / f"RANDOM-PE-Core-{tag}.pt"
     log.info("writing %s", weights)
     torch.save({f"visual.{k}": v for k, v in vision.items()} | text_stub | {RANDOM_MARKER_KEY: torch.tensor(1)}, weights)
     log.info("writing DoRA adapters (r=%d) and deep heads to %s", rank, adapter_dir)
@@ -168,7 +172,7 @@ def write_random_checkpoint(backbone: str, out: str | Path, rank: int = 64, seed
     save_file(dora, str(adapter_dir / ADAPTER_WEIGHTS))
     (adapter_dir / ADAPTER_CONFIG).write_text(json.dumps(thesis_adapter_config(rank), indent=2))
     torch.save(custom_layers, adapter_dir / CUSTOM_LAYERS)
-    (adapter_dir / RANDOM_MARKER_FILE).write_text("Random weights from export.random_checkpoint: for plumbing only.\n")
+    marker.write_text(f"Random weights from export.random_checkpoint: for plumbing only.\nbackbone: {config.name}\n")
     return weights, adapter_dir
 
 
@@ -180,7 +184,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--adapter", choices=("dora", "mtlora"), default="dora",
-                        help="DoRA-MTL layout (default) or the MTLoRA layout (reference §4, §11)")
+                        help="DoRA-MTL layout (default) or the MTLoRA layout")
     args = parser.parse_args(argv)
     setup_logging()
     weights, adapters = write_random_checkpoint(args.backbone, args.out, args.rank, args.seed, args.adapter)

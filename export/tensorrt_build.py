@@ -114,6 +114,9 @@ def write_atomically(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; an engine is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -130,7 +133,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv=None) -> int:
     from export.cli import setup_logging
 
-    parser = argparse.ArgumentParser(prog="python -m export.tensorrt_build", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m export.tensorrt_build", description=__doc__.split("\n\n")[0],
+                                     epilog="example: facecue engine build/model.fp16.onnx --max-batch 8")
     parser.add_argument("model", help="a facecue ONNX model: model.fp16.onnx, or an INT8 QDQ model")
     parser.add_argument("--out", required=True, help="the engine to write, e.g. build/model.engine")
     add_engine_arguments(parser)

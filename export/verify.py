@@ -80,7 +80,9 @@ def load_faces(images_dir, crops_dir, size: int, margin: float) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.verify", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m export.verify", description=__doc__, epilog=(
+        "example: facecue verify build/model.onnx --backbone pe-core-t16-384 --weights build/random/RANDOM-PE-Core-T16-384.pt "
+        "--adapters build/random/RANDOM-T16-384-dora-adapters --crops DIR_OF_FACE_CHIPS"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="the exported ONNX model")
     add_model_inputs(parser)

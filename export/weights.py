@@ -1,6 +1,6 @@
 """Read checkpoint files safely and load PE-Core backbone weights in Meta's or timm's layout.
 
-Meta → timm key conversion is timm's own `checkpoint_filter_fn` (reference §6). The thesis' migrated
+Meta → timm key conversion is timm's own `checkpoint_filter_fn`. The thesis' migrated
 `attn.in_proj.weight` naming is renamed here first, because timm's swap only knows `in_proj_weight`.
 A file made at another grid gets its position embedding resampled the way Meta's PE does it (bilinear).
 """
@@ -59,7 +59,7 @@ def _meta_to_timm(state: dict, backbone: nn.Module, origin: str) -> dict:
 
 
 def resample_pos_embed(state: dict, backbone: nn.Module, origin: str) -> dict:
-    """At a grid other than the file's, interpolate `pos_embed` as Meta's PE does (reference §1: bilinear,
+    """At a grid other than the file's, interpolate `pos_embed` as Meta's PE does (bilinear,
     align_corners=False, no antialias, CLS entry kept); timm's own loader would use bicubic with antialias."""
     have, want = state.get("pos_embed"), backbone.pos_embed
     if have is None or want is None or have.ndim != 3 or have.shape[1] == want.shape[1] or have.shape[2] != want.shape[2]:

@@ -55,12 +55,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, _, extra = COMMANDS[name]
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if (error.name or "").split(".")[0] in EXTRA_PACKAGES:
-            hint = f' (pip install "facecue[{extra}]")' if extra else ""
-            print(f"error: facecue {name} needs the package {error.name!r}{hint}", file=sys.stderr)
-            return 2
-        raise
-    sys.argv[0] = f"facecue {name}"
-    return int(module.main(rest) or 0)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if (error.name or "").split(".")[0] in EXTRA_PACKAGES:
+                hint = f' (pip install "facecue[{extra}]")' if extra else ""
+                print(f"error: facecue {name} needs the package {error.name!r}{hint}", file=sys.stderr)
+                return 2
+            raise
+        sys.argv[0] = f"facecue {name}"
+        # export's commands turn their input errors into exit 2 in export.cli.run_main (their __main__ does too)
+        run_main = getattr(module, "run_main", None)
+        return int((run_main(module.main, rest) if run_main else module.main(rest)) or 0)
+    except KeyboardInterrupt:  # Ctrl-C while importing torch or in a command without its own handler
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -22,6 +22,7 @@ import logging
 import os
 import platform
 import resource
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -196,10 +197,12 @@ def report(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=(
+        "example: facecue bench --source samples/face-demographics-walking-and-pause.mp4 "
+        "--model build/model.onnx --seconds 10 --json build/bench.json"))
     parser.add_argument("--source", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--config", default="configs/laptop.yaml")
+    parser.add_argument("--config", default="laptop", help="a YAML file or a shipped profile name (default: laptop)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--seconds", type=float, default=20.0, help="at most this long per pipeline run")
     parser.add_argument("--naive-frames", type=int, default=60, help="frames for the naive loop (it is slow)")
@@ -207,6 +210,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("runtime.capture").setLevel(logging.ERROR)  # "reopening" at every loop of the clip
+    from runtime.run import bad_input_errors  # config, model, backend and source errors: the run command's bad input
+
+    BAD_INPUT = bad_input_errors()
+    try:
+        return bench(args)
+    except BAD_INPUT as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def bench(args: argparse.Namespace) -> int:
     config = load_config(args.config, [f"classifier.model='{args.model}'", f"source.uri='{args.source}'",
                                        "source.loop=true", "source.reopen_initial_delay=0.0", *args.overrides])
     print("classifier alone ...", flush=True)

@@ -123,7 +123,7 @@ class OverlayConfig:
     window_name: str = "facecue"
     font_scale: float = 0.5  # > 0
     record: str | None = None  # write the overlay video to this file (opt-in)
-    record_fps: float = 30.0  # > 0
+    record_fps: float | None = None  # > 0; None: the source's rate (a file's FPS, a live source's measured rate)
 
 
 @dataclass
@@ -155,7 +155,8 @@ class Config:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML profile (or the defaults when `path` is None) and apply `section.key=value` overrides."""
+    """Read a YAML profile — a file or a shipped profile name such as "laptop" (configfile.profile_path) — or
+    the defaults when `path` is None, and apply `section.key=value` overrides."""
     return configfile.load(Config, path, overrides or [], error=ConfigError, validate=validate)
 
 
@@ -217,7 +218,7 @@ def _range_checks(config: Config) -> list[tuple[bool, str, str]]:
     positive = [("source.read_timeout", source.read_timeout), ("tracker.lost_after", tracker.lost_after),
                 ("tracker.remove_after", tracker.remove_after),
                 ("policy.sharpness_reference", policy.sharpness_reference),
-                ("overlay.font_scale", overlay.font_scale), ("overlay.record_fps", overlay.record_fps)]
+                ("overlay.font_scale", overlay.font_scale)]
     at_least_1 = [("detector.max_consecutive_errors", detector.max_consecutive_errors),
                   ("classifier.max_consecutive_errors", classifier.max_consecutive_errors)]
     unit = [("policy.min_quality", policy.min_quality), ("smoothing.hysteresis_margin", smoothing.hysteresis_margin)]
@@ -233,6 +234,8 @@ def _range_checks(config: Config) -> list[tuple[bool, str, str]]:
     checks += [
         (source.reopen_attempts is None or source.reopen_attempts >= 0, "source.reopen_attempts", "must be >= 0 or null"),
         (tracker.lost_after <= tracker.remove_after, "tracker.lost_after", "must be <= tracker.remove_after"),
+        (overlay.record_fps is None or (_finite(overlay.record_fps) and overlay.record_fps > 0), "overlay.record_fps",
+         "must be > 0 or null (the source's rate)"),
         (0 <= classifier.perception_nice <= 19, "classifier.perception_nice", "must be in [0, 19]"),
         (all(_finite(v) and v >= 0 for v in smoothing.age_centroids), "smoothing.age_centroids", "must be years >= 0"),
     ]

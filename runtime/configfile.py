@@ -49,9 +49,22 @@ def load(cls: type[T], path: str | Path | None, overrides: list[str] | tuple[str
     return config
 
 
+def profile_path(path: str | Path) -> Path:
+    """A YAML file as given, or a shipped profile by name: "laptop", "train/lora" or "models/pe-core-t16-384" →
+    the installed configs/<name>.yaml (so "configs/laptop.yaml" also works from any folder). A file wins."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    from configs import FOLDER
+    name = str(path).replace("\\", "/").removeprefix("configs/").removesuffix(".yaml").removesuffix(".yml")
+    shipped = FOLDER / f"{name}.yaml"
+    return shipped if shipped.is_file() else given
+
+
 def read_yaml(path: str | Path, error: type[Exception], what: str = "config file") -> dict[str, Any]:
-    """The YAML document at `path` (an empty file is {}); a missing file or bad YAML raises `error`."""
-    path = Path(path)
+    """The YAML document at `path` or a shipped profile name (`profile_path`; an empty file is {}); a missing
+    file or bad YAML raises `error`."""
+    path = profile_path(path)
     if not path.is_file():
         raise error(f"{what} not found: {path}")
     try:

@@ -2,7 +2,8 @@
 
 - images: photos or video frames → FaceDetector (IMAGE mode) → `crop_face` per face, exactly as the runtime;
 - crops: face chips that are already cut → `resize_chip`.
-Files are read in sorted name order, so runs are repeatable.
+Subfolders are searched too (a dataset laid out as one folder per class or per person), and files are read
+in sorted path order, so runs are repeatable. A folder with nothing to read raises FacesError naming it.
 """
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ import numpy as np
 from runtime.crop import crop_face, resize_chip
 
 log = logging.getLogger(__name__)
+
+class FacesError(ValueError):
+    """A face folder has nothing usable (no image files, none readable, no faces found); the message names it."""
+
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -41,7 +46,7 @@ def load_face_crops(images_dir: str | Path | None = None, crops_dir: str | Path 
                     margin: float = 0.0, detector_model: str = "full_range", min_confidence: float = 0.5,
                     max_faces: int | None = None) -> FaceCrops:
     if images_dir is None and crops_dir is None:
-        raise ValueError("give a folder of images (faces are detected) or a folder of face crops")
+        raise FacesError("give a folder of images (faces are detected) or a folder of face crops")
     crops: list[np.ndarray] = []
     names: list[str] = []
     if images_dir is not None:
@@ -64,13 +69,13 @@ def _faces_from_images(folder: Path, size: int, margin: float, detector_model: s
                 if max_faces is not None and len(crops) >= max_faces:
                     return
                 crops.append(crop_face(image, detection.box, size, margin))
-                names.append(f"{path.name}#{index}")
+                names.append(f"{path.relative_to(folder).as_posix()}#{index}")
             if done % 50 == 0:
                 log.info("faces: %d/%d images read, %d faces", done, len(paths), len(crops) - found_before)
     if read == 0:
-        raise ValueError(f"no readable images in {folder} ({len(paths)} files with an image suffix)")
+        raise FacesError(f"no readable images in {folder} ({len(paths)} files with an image suffix)")
     if len(crops) == found_before:
-        raise ValueError(f"no faces found in the {read} images read from {folder} "
+        raise FacesError(f"no faces found in the {read} images read from {folder} "
                          f"(detector {detector_model!r}, min_confidence {min_confidence})")
 
 
@@ -97,17 +102,18 @@ def _chips(folder: Path, size: int, max_faces: int | None, crops: list, names: l
         if max_faces is not None and len(crops) >= max_faces:
             return
         crops.append(resize_chip(chip, size))
-        names.append(path.name)
+        names.append(path.relative_to(folder).as_posix())
     if read == 0:
-        raise ValueError(f"no readable face crops in {folder} ({len(paths)} files with an image suffix)")
+        raise FacesError(f"no readable face crops in {folder} ({len(paths)} files with an image suffix)")
 
 
 def _image_paths(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
-        raise ValueError(f"no image files in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise FacesError(f"no image files in {folder} or its subfolders "
+                         f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     return paths
 
 

@@ -15,7 +15,7 @@ from typing import Any
 METADATA_KEY = "facecue"
 FORMAT_VERSION = 1
 
-# Label orders of the thesis (reference §3). Tasks are named in lower case in the ONNX model.
+# Label orders of the thesis. Tasks are named in lower case in the ONNX model.
 THESIS_LABELS: dict[str, list[str]] = {
     "age": ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+"],
     "gender": ["Male", "Female"],

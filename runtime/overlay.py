@@ -242,37 +242,81 @@ class VideoRecorder:
 
     The file is probed when the recorder is made (a tiny writer opened and removed), so a missing folder or
     a container OpenCV cannot write is reported before the run starts, not after the first frame.
+
+    Frame rate: `fps`, or None for the rate of the frames themselves, measured on their stream clock
+    (`write(image, stream_time)`) over the first `MEASURE_FRAMES`: a file's frame positions give its own FPS
+    exactly, a live source's capture times its measured rate, so playback lasts as long as the source did.
+    Codec: `codec` (a FourCC), or H.264 ('avc1') where this OpenCV build can encode it, else 'mp4v' for
+    .mp4/.mov and 'MJPG' for .avi (the pip opencv wheels have no H.264 encoder).
     """
 
-    def __init__(self, path: str | Path, fps: float):
+    MEASURE_FRAMES = 12
+    FALLBACK_FPS = 30.0
+
+    def __init__(self, path: str | Path, fps: float | None = None, codec: str | None = None):
         self.path = Path(path)
         self.temporary = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self.fps = fps
         self._writer: cv2.VideoWriter | None = None
+        self._pending: list[tuple[np.ndarray, float | None]] = []  # frames held while the rate is measured
         self.frames = 0
         if not self.path.parent.is_dir():
             raise OSError(f"--record {self.path}: folder {self.path.parent} does not exist")
-        probe = self._open((16, 16))
-        probe.release()
+        mp4 = self.path.suffix.lower() in (".mp4", ".m4v", ".mov")
+        candidates = [codec] if codec else (["avc1", "mp4v"] if mp4 else ["MJPG"])
+        self.codec = None
+        for fourcc in candidates:
+            probe = self._try_open(fourcc, 30.0, (16, 16))
+            if probe is not None:
+                probe.release()
+                self.codec = fourcc
+                break
         self.temporary.unlink(missing_ok=True)
+        if self.codec is None:
+            raise OSError(f"--record {self.path}: OpenCV cannot write this video file"
+                          f"{f' with codec {codec!r}' if codec else ''} (try .mp4 or .avi)")
 
-    def _open(self, size: tuple[int, int]) -> cv2.VideoWriter:
-        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
-        writer = cv2.VideoWriter(str(self.temporary), fourcc, self.fps, size)
-        if not writer.isOpened():
-            writer.release()
-            self.temporary.unlink(missing_ok=True)
-            raise OSError(f"--record {self.path}: OpenCV cannot write this video file (try .mp4 or .avi)")
-        return writer
+    def _try_open(self, fourcc: str, fps: float, size: tuple[int, int]) -> cv2.VideoWriter | None:
+        from runtime.quiet import native_stderr_silenced
+        with native_stderr_silenced():  # FFmpeg's lines for a missing encoder; the fallback is ours to log
+            writer = cv2.VideoWriter(str(self.temporary), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        if writer.isOpened():
+            return writer
+        writer.release()
+        self.temporary.unlink(missing_ok=True)
+        return None
 
-    def write(self, image: np.ndarray) -> None:
+    def _measured_fps(self) -> float:
+        times = [t for _, t in self._pending if t is not None]
+        if len(times) >= 2 and times[-1] > times[0]:
+            return round((len(times) - 1) / (times[-1] - times[0]), 3)
+        return self.FALLBACK_FPS
+
+    def _start(self) -> None:
+        fps = self.fps if self.fps else self._measured_fps()
+        height, width = self._pending[0][0].shape[:2]
+        self._writer = self._try_open(self.codec, fps, (width, height))
         if self._writer is None:
-            height, width = image.shape[:2]
-            self._writer = self._open((width, height))
-        self._writer.write(image)
+            raise OSError(f"--record {self.path}: OpenCV cannot open the video writer ({self.codec}, {width}x{height})")
+        self.fps = fps
+        log.info("recording %s at %.3g fps (%s)", self.path, fps, self.codec)
+        for image, _ in self._pending:
+            self._writer.write(image)
+        self._pending.clear()
+
+    def write(self, image: np.ndarray, stream_time: float | None = None) -> None:
+        """Add one frame; `stream_time` (the Frame's stream_time) measures the rate when `fps` is None."""
         self.frames += 1
+        if self._writer is None:
+            self._pending.append((image, stream_time))
+            if self.fps or len(self._pending) >= self.MEASURE_FRAMES:
+                self._start()
+            return
+        self._writer.write(image)
 
     def close(self) -> None:
+        if self._writer is None and self._pending:
+            self._start()
         if self._writer is None:
             return
         self._writer.release()

@@ -33,7 +33,9 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=(
+        "example: facecue run --source samples/face-demographics-walking-and-pause.mp4 --model build/model.onnx "
+        "--config laptop --headless --jsonl run.jsonl"))
     parser.add_argument("--source", help="webcam index, video file, rtsp/http URL or GStreamer pipeline (source.uri)")
     parser.add_argument("--model", help="facecue ONNX model (classifier.model); without one, detection and tracking only")
     parser.add_argument("--config", help="YAML profile, e.g. configs/laptop.yaml (default: built-in defaults)")
@@ -139,6 +141,18 @@ def main(argv: list[str] | None = None) -> int:
         signals.restore()
 
 
+def bad_input_errors() -> tuple[type[BaseException], ...]:
+    """The errors that are bad input (one line, exit 2) for `facecue run` and `facecue bench`. Imported here,
+    not at the top, so that a signal during these heavy imports is already handled (module docstring)."""
+    from runtime.backends.onnxruntime import BackendError
+    from runtime.capture import SourceError
+    from runtime.config import ConfigError
+    from runtime.metadata import ModelMetadataError
+    from runtime.ros2 import Ros2Error
+
+    return (ConfigError, FileNotFoundError, ModelMetadataError, BackendError, SourceError, Ros2Error)
+
+
 def _main(argv: list[str] | None, signals: StopSignals) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
@@ -152,7 +166,7 @@ def _main(argv: list[str] | None, signals: StopSignals) -> int:
     from runtime.ros2 import Ros2Error, open_sinks
     from runtime.sinks import OverlayRecorder
 
-    bad_input = (ConfigError, FileNotFoundError, ModelMetadataError, BackendError, SourceError, Ros2Error)
+    bad_input = bad_input_errors()
     try:
         config = build_config(args)
         pipeline = Pipeline(config)

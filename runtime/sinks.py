@@ -186,7 +186,7 @@ class OverlayRecorder:
     def write_frame(self, result: FrameResult) -> None:
         latency_ms = (time.monotonic() - result.frame.timestamp) * 1000.0
         status = Status(self.fps.tick(), latency_ms, self.model_label, self.random_weights)
-        self.recorder.write(draw(result, status, self.font_scale))
+        self.recorder.write(draw(result, status, self.font_scale), result.frame.stream_time)  # stream clock → its rate
 
     def close(self) -> None:
         self.recorder.close()

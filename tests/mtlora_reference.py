@@ -1,11 +1,11 @@
-"""An independent reference for the MTLoRA export tests: the thesis' MTLoRA math (thesis-model.md §5) with
+"""An independent reference for the MTLoRA export tests: the thesis' MTLoRA math with
 unmerged LoRA branches, in Meta's naming, sharing no code with export/ (it builds on tests/pe_reference.py).
 
 Written as the thesis' "matrix" mode: every MTLoRA Linear takes the shared activation and one activation
 per task, and returns the shared output and one output per task; the shared LoRA is computed and
 multiplied by its scale 0. Also writes an MTLoRA checkpoint the way the thesis does: the Meta PE weights
 file, PEFT DoRA on blocks 0..n-2 (`save_pretrained`), and `custom_layers.pt` with `prediction_layers`,
-`mtl_layer` and `mtl_attn_pool` in the exact key layout of reference §4/§11.
+`mtl_layer` and `mtl_attn_pool` in the exact key layout of the thesis checkpoint.
 """
 from __future__ import annotations
 

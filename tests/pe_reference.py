@@ -1,6 +1,6 @@
 """An independent reference for the export tests: PE's vision tower in Meta's own module naming.
 
-Written from the reference's description of Meta's PE (thesis-model.md §1), sharing no code with
+Written from Meta's PE (github.com/facebookresearch/perception_models), sharing no code with
 export/ and not using timm, so the ONNX parity check is not circular. Also writes checkpoint files
 the way the thesis and Meta do (PEFT `save_pretrained`, `custom_layers.pt`, Meta-layout weights).
 """
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-THESIS_TARGETS = ["in_proj", "out_proj", "c_fc", "c_proj"]  # as PEFT saved them (reference §4)
+THESIS_TARGETS = ["in_proj", "out_proj", "c_fc", "c_proj"]  # as PEFT saved them
 CLASSES = {"Age": 9, "Gender": 2, "Emotion": 7}
 
 

@@ -27,7 +27,7 @@ def write_faces(tmp_path):
 def test_random_checkpoint_exports_and_verifies(tmp_path, capsys):
     assert run_main(random_main, ["--backbone", BACKBONE, "--out", str(tmp_path / "rc"), "--rank", "4"]) == 0
     weights = tmp_path / "rc" / "RANDOM-PE-Core-TEST-TINY.pt"
-    adapters = tmp_path / "rc" / "RANDOM-dora-adapters"
+    adapters = tmp_path / "rc" / "RANDOM-TEST-TINY-dora-adapters"
     inputs = ["--backbone", BACKBONE, "--weights", str(weights), "--adapters", str(adapters)]
     model = tmp_path / "model.onnx"
     assert run_main(export_main, [*inputs, "--out", str(model)]) == 0
@@ -44,6 +44,6 @@ def test_random_checkpoint_exports_and_verifies(tmp_path, capsys):
     # Other adapters (another seed) must fail verification: the check can tell models apart.
     assert run_main(random_main, ["--backbone", BACKBONE, "--out", str(tmp_path / "rc2"), "--rank", "4",
                                   "--seed", "1"]) == 0
-    other = ["--backbone", BACKBONE, "--weights", str(weights), "--adapters", str(tmp_path / "rc2" / "RANDOM-dora-adapters")]
+    other = ["--backbone", BACKBONE, "--weights", str(weights), "--adapters", str(tmp_path / "rc2" / "RANDOM-TEST-TINY-dora-adapters")]
     assert run_main(verify_main, [str(model), *other, "--crops", str(crops)]) == 1
     assert "FAIL" in capsys.readouterr().out

@@ -54,7 +54,7 @@ def trained(tmp_path_factory):
 def test_checkpoint_has_the_reference_key_layout(trained):
     adapters = trained[5]
     sections = torch.load(adapters / "custom_layers.pt", weights_only=True)
-    assert len(sections["mtl_layer"]) == 64 and len(sections["mtl_attn_pool"]) == 65  # reference §4
+    assert len(sections["mtl_layer"]) == 64 and len(sections["mtl_attn_pool"]) == 65
     assert "attn.q.lora_tasks_B.Emotion" in sections["mtl_layer"] and "out_proj.linear.weight" in sections["mtl_layer"]
     assert "probe.Age" in sections["mtl_attn_pool"] and "mlp.c_proj.lora_shared_B" in sections["mtl_attn_pool"]
     blocks = {k.split(".")[4] for k in load_file(str(adapters / "adapter_model.safetensors"))}
@@ -216,7 +216,7 @@ def test_random_mtlora_checkpoint_exports_and_verifies(trained, tmp_path, capsys
     assert run_main(random_main, ["--backbone", str(TINY_BACKBONE), "--out", str(tmp_path / "rc"), "--rank", "4",
                                   "--adapter", "mtlora"]) == 0
     inputs = ["--backbone", str(TINY_BACKBONE), "--weights", str(tmp_path / "rc" / "RANDOM-PE-Core-TEST-TINY.pt"),
-              "--adapters", str(tmp_path / "rc" / "RANDOM-mtlora-adapters")]
+              "--adapters", str(tmp_path / "rc" / "RANDOM-TEST-TINY-mtlora-adapters")]
     model = tmp_path / "model.onnx"
     assert run_main(export_main, [*inputs, "--out", str(model)]) == 0
     info = read_model_info(model)

@@ -122,7 +122,7 @@ def test_jetson_profile_loads():
 
 
 # --- cuda-python and TensorRT conventions, without either installed ------------------------------------
-# Small stand-ins that follow the documented return conventions (tensorrt-jetson.md §2, §4); the real calls
+# Small stand-ins that follow the documented return conventions (NVIDIA TensorRT Python API documentation); the real calls
 # run in scripts/gpu_check.py on NVIDIA machines.
 
 

@@ -13,7 +13,10 @@ from export.cli import setup_logging
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+    from runtime.faces import FacesError
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__, epilog=(
+        "example: facecue train --config train/lora --set \"data.train=[{csv: kids/train.csv, root: kids}]\" "
+        "--set \"data.val=[{csv: kids/val.csv, root: kids}]\" --set run.out=runs/kids"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="configs/train/<recipe>.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -30,9 +33,12 @@ def main(argv=None) -> int:
     try:
         config = load_config(args.config, args.set)
         best, state = train(config, resume=args.resume)
-    except (TrainConfigError, DataError, ConfigError, CheckpointError, FileNotFoundError) as error:
+    except (TrainConfigError, DataError, ConfigError, CheckpointError, FileNotFoundError, FacesError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     import json
     summary = json.loads((best / "training.json").read_text()) if (best / "training.json").is_file() else {}
     print(f"best epoch {state.best_epoch} (val loss {state.best_val_loss:.4f}) in {best}")

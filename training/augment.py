@@ -1,4 +1,4 @@
-"""The thesis' train augmentations (reference §8) with torchvision v2, on uint8 CHW crops.
+"""The thesis' train augmentations with torchvision v2, on uint8 CHW crops.
 
 HorizontalFlip → ColorJitter(0.2, 0.2, 0.2) → RandomAffine(10°, translate 0.05, scale 0.9–1.1) →
 RandomErasing(p 0.5, scale 0.02–0.2). The thesis erased after normalising with value 0, i.e. mid-grey;

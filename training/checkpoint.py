@@ -1,4 +1,4 @@
-"""Write a trained model in the thesis' checkpoint layout (reference §4, §11), which `python -m export` reads.
+"""Write a trained model in the thesis' checkpoint layout, which `python -m export` reads.
 
 - `adapter_model.safetensors`: PEFT's adapter state, keys `base_model.model.<Meta module>.{lora_A.weight,
   lora_B.weight,lora_magnitude_vector}` (timm names renamed with export/names.py);

@@ -1,6 +1,6 @@
 """Training recipes are data: `configs/train/<recipe>.yaml` → one small `TrainConfig` of nested dataclasses.
 
-Defaults are the thesis' (reference §8); a recipe file states only what differs. `--set section.key=value`
+Defaults are the thesis'; a recipe file states only what differs. `--set section.key=value`
 overrides single keys (parsed as YAML). Unknown keys and wrong types are errors that name the key
 (the loading is runtime/configfile.py, shared with the pipeline and calibration configs).
 """

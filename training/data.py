@@ -1,6 +1,6 @@
 """Thesis-layout label CSVs → face crops + labels, for training and evaluation.
 
-CSV (reference §3): `Path,Gender,Age,Ethnicity,Facial Emotion,Identity` (an unnamed leading index column
+CSV: `Path,Gender,Age,Ethnicity,Facial Emotion,Identity` (an unnamed leading index column
 is allowed), class indices in the thesis order, −100 (or empty/NaN) for a missing label, paths relative
 to a root folder. Labels become long[3] in the thesis' index map: Age 0, Gender 1, Emotion 2.
 

@@ -138,7 +138,9 @@ def print_table(result: dict) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+    from runtime.faces import FacesError
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__, epilog=(
+        "example: facecue evaluate --onnx build/model.onnx --labels labels.csv --crops ROOT --out eval"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     model_group = parser.add_mutually_exclusive_group(required=True)
     model_group.add_argument("--onnx", help="an exported facecue ONNX model (ONNX Runtime, CPU)")
@@ -167,9 +169,12 @@ def main(argv=None) -> int:
         crops, labels, datasets = load_faces(args.labels, root, kind, size, margin)
         predictions = (predict_onnx(args.onnx, info.input_name, crops, args.batch) if args.onnx
                        else predict_torch(model, crops, args.batch))
-    except (DataError, CheckpointError, ConfigError, ModelMetadataError, FileNotFoundError) as error:
+    except (DataError, CheckpointError, ConfigError, ModelMetadataError, FileNotFoundError, FacesError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     result = report(labels, predictions, datasets)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Multi-task loss with missing labels and uncertainty weighting (reference §8).
+"""Multi-task loss with missing labels and uncertainty weighting.
 
 Per task: CrossEntropy(ignore_index=−100); a task with no valid label in the batch contributes nothing
 (not a NaN). Uncertainty weighting (Kendall et al.): L = Σ_t exp(−s_t)·L_t + 0.5·s_t with one learned

@@ -6,7 +6,7 @@
   naming; the checkpoint writer renames them to Meta's names.
 - mtlora: export/mtlora.py's modules, assembled in training/mtlora.py.
 
-Difference from the thesis because of timm (reference §5 caveat): timm's attention pool calls its
+Difference from the thesis because of timm: timm's attention pool calls its
 `proj` Linear, so an adapter there trains; the thesis' nn.MultiheadAttention read `out_proj.weight`
 directly, so its adapter there got no gradient. Export merges every adapter either way, so the exported
 model computes what this training model computes in eval mode.

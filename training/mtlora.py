@@ -1,4 +1,4 @@
-"""The trainable MTLoRA model (reference §5), built from export/mtlora.py's modules (one definition).
+"""The trainable MTLoRA model, built from export/mtlora.py's modules (one definition).
 
 Blocks 0..depth-2 get PEFT DoRA (the shared, task-agnostic adapter); the last block and the attention
 pool become export's `MTLoRABlock` / `MTLoRAAttentionPool` holding the pretrained weights frozen and

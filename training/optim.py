@@ -1,4 +1,4 @@
-"""AdamW parameter groups by name, as the thesis forms them (reference §5, LoRA+ table), and the schedule.
+"""AdamW parameter groups by name, as the thesis forms them (LoRA+: Hayou et al., arXiv:2402.12354), and the schedule.
 
 | group    | names                                                        | learning rate        |
 |----------|--------------------------------------------------------------|----------------------|

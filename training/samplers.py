@@ -1,4 +1,4 @@
-"""Task-balanced and class-balanced sampling (reference §8, thesis `TaskBalanceDataset` + WeightedRandomSampler).
+"""Task-balanced and class-balanced sampling (thesis `TaskBalanceDataset` + WeightedRandomSampler).
 
 - task balance: when Emotion is one of ≥2 trained tasks, emotion-labelled rows are repeated until they
   are `share` of the epoch (the thesis: 33.4 %), because emotion data sets are much smaller;

@@ -73,7 +73,7 @@ def tensorrt_options(info: ModelInfo | None, config: ClassifierConfig) -> dict:
         "device_id": 0,
         # An fp16 model is FP16 by its own types; the flag lets TensorRT pick FP16 kernels in an fp32 model.
         "trt_fp16_enable": bool(config.fp16 and info.precision == "fp32"),
-        "trt_layer_norm_fp32_fallback": True,  # a decomposed LayerNorm overflows in FP16 (anchors.md §C)
+        "trt_layer_norm_fp32_fallback": True,  # a decomposed LayerNorm overflows in FP16
         "trt_engine_cache_enable": True,
         "trt_engine_cache_path": cache,
         "trt_timing_cache_enable": True,
