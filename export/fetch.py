@@ -6,7 +6,8 @@
    pinned sha256 and size, resumable (export/download.py);
 3. export to ONNX and verification against PyTorch (the same code as `python -m export` and `export.verify`) on
    face crops cut from the bundled sample clips (in memory, nothing written) plus random images;
-4. `--fp16`: the FP16 model too (export.fp16, verified against FP32);
+4. `--fp16`: the FP16 model too (export.fp16, verified against FP32); `--int8`: the INT8 (QDQ) model too
+   (calibration int8, calibrated on face crops from the bundled clips, its agreement report printed);
 5. `DIR/facecue-fetch.json`, written last and atomically: a second call with everything in place only says so.
 
 Then it prints the `facecue run` command. Base URLs: `--lfs-url` (default GitHub's LFS media host, or
@@ -55,7 +56,7 @@ def fetch_weights(release: pins.Release) -> Path:
         raise DownloadError(f"PE-Core weights {release.weights_repo}/{release.weights_file}: {reason} ({hint})") from None
 
 
-def sample_faces(size: int, margin: float, limit: int = 16) -> np.ndarray:
+def sample_faces(size: int, margin: float, limit: int = 16, every: int = 8) -> np.ndarray:
     """Face crops from the bundled sample clips at the model's size (empty when the clips are not here)."""
     import cv2
 
@@ -71,7 +72,7 @@ def sample_faces(size: int, margin: float, limit: int = 16) -> np.ndarray:
                 ok, frame = video.read()
                 if not ok:
                     break
-                if index % 8 == 0:
+                if index % every == 0:
                     crop = largest_face_crop(detector, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), size, margin)
                     if crop is not None:
                         crops.append(crop)
@@ -107,7 +108,22 @@ def export_and_verify(release: pins.Release, weights: Path, adapters: Path, out:
             "tasks": {r.task: {"relative_error": r.relative_error, "top1_agreement": r.top1_agreement} for r in results}}
 
 
-def fetch(name: str, out: Path, lfs_base: str, fp16: bool = False) -> Path:
+def make_int8(model: Path) -> Path:
+    """model.int8.onnx next to `model` (calibration/int8_model.py) on face crops from the bundled clips."""
+    from calibration.config import load_config as load_calibration_config
+    from calibration.int8_model import make_int8_model
+    from runtime.metadata import read_model_info
+
+    info = read_model_info(model)
+    crops = sample_faces(info.input_size, info.crop_margin, limit=200, every=1)
+    settings = load_calibration_config(None).int8
+    out = model.with_name("model.int8.onnx")
+    report = make_int8_model(model, out, crops, settings)
+    print(report.table())
+    return out
+
+
+def fetch(name: str, out: Path, lfs_base: str, fp16: bool = False, int8: bool = False) -> Path:
     """Everything for release `name` in `out`; returns the model to run. Raises DownloadError."""
     releases, _, _, _ = pins.load()
     release = releases[name]
@@ -115,7 +131,7 @@ def fetch(name: str, out: Path, lfs_base: str, fp16: bool = False) -> Path:
     adapters = out / "checkpoint"
     local = {pin.path: adapters / Path(pin.path).name for pin in release.files}
     if manifest_path.is_file() and (out / "model.onnx").is_file() and (not fp16 or (out / "model.fp16.onnx").is_file()) \
-            and all(is_complete(local[pin.path], pin) for pin in release.files):
+            and (not int8 or (out / "model.int8.onnx").is_file()) and all(is_complete(local[pin.path], pin) for pin in release.files):
         print(f"{name}: everything is in place in {out} (delete {manifest_path} to fetch again)")
         return out / ("model.fp16.onnx" if fp16 else "model.onnx")
     try:
@@ -132,6 +148,8 @@ def fetch(name: str, out: Path, lfs_base: str, fp16: bool = False) -> Path:
             from export.fp16 import export_fp16
 
             model, _ = export_fp16(out / "model.onnx")
+        if int8:
+            make_int8(out / "model.onnx")
     except OSError as error:
         raise DownloadError(f"cannot write the model in {out}: {error.strerror or error}") from None
     manifest = {"release": name, "weights": {"repo": release.weights_repo, "file": release.weights_file,
@@ -152,6 +170,8 @@ def main(argv=None) -> int:
     parser.add_argument("release", choices=sorted(releases), help="which published checkpoint")
     parser.add_argument("--out", type=Path, help="folder for the files and the model (default models/<release>)")
     parser.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (for GPUs), verified against FP32")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write model.int8.onnx (QDQ, for CPUs), calibrated on faces from the bundled clips")
     parser.add_argument("--lfs-url", default=os.environ.get("FACECUE_LFS_URL", DEFAULT_LFS_URL),
                         help="base URL of the Git LFS media host (a mirror); default GitHub's")
     args = parser.parse_args(argv)
@@ -159,11 +179,12 @@ def main(argv=None) -> int:
     for noisy in ("httpx", "httpx2", "httpcore", "huggingface_hub", "filelock"):  # one line per HTTP request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     out = args.out or Path("models") / args.release
+    from calibration.errors import CalibrationError
     from export.errors import CheckpointError
 
     try:
-        model = fetch(args.release, out, args.lfs_url, args.fp16)
-    except (DownloadError, CheckpointError) as error:
+        model = fetch(args.release, out, args.lfs_url, args.fp16, args.int8)
+    except (DownloadError, CheckpointError, CalibrationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

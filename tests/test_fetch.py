@@ -134,15 +134,16 @@ def _lfs(name: str) -> str:
 
 @pytest.mark.slow
 def test_fetch_exports_verifies_and_then_check_thesis_passes(published, tmp_path):
-    done = fetch(published, tmp_path / "model", tmp_path / "hf")
+    done = fetch(published, tmp_path / "model", tmp_path / "hf", "--int8")
     assert done.returncode == 0, done.stderr
     model = tmp_path / "model" / "model.onnx"
+    assert (tmp_path / "model" / "model.int8.onnx").is_file()  # calibrated on faces from the bundled clips
     assert model.is_file() and (tmp_path / "model" / "facecue-fetch.json").is_file()
     assert f"facecue run --source 0 --model {model}" in done.stdout
     manifest = json.loads((tmp_path / "model" / "facecue-fetch.json").read_text())
     assert manifest["verification"]["faces"] > 0  # face crops from the bundled clips
     assert not list((tmp_path / "model").rglob("*.partial"))
-    again = fetch(published, tmp_path / "model", tmp_path / "hf")
+    again = fetch(published, tmp_path / "model", tmp_path / "hf", "--int8")
     assert again.returncode == 0 and "everything is in place" in again.stdout
 
     # the demo: a real frame with two faces, one square partly outside the image; the label file is what the
