@@ -230,3 +230,22 @@ def test_no_network_is_one_line(published, tmp_path, offline):
     error = one_error(done.stderr)
     assert "PE-Core weights" in error and ("HF_HUB_OFFLINE is set" in error) == offline
     assert not (tmp_path / "model" / "model.onnx").exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing_complete(published, tmp_path):
+    """A real full filesystem: a 16 KiB tmpfs as --out (needs root; skipped where mounting is not allowed)."""
+    full = tmp_path / "full"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(full)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        done = fetch(published, full / "model", tmp_path / "hf")
+        assert done.returncode == 2
+        assert "no space left" in one_error(done.stderr).lower()
+        assert not (full / "model" / "model.onnx").exists() and not (full / "model" / "facecue-fetch.json").exists()
+        finals = [p for p in (full / "model" / "checkpoint").glob("*") if not p.name.endswith(".partial")]
+        pins = {Path(f["path"]).name: f["size"] for f in json.loads(published["pins"].read_text())["releases"]["thesis-dora"]["files"]}
+        assert all(p.stat().st_size == pins[p.name] for p in finals)  # whatever has a final name is complete
+    finally:
+        subprocess.run(["umount", str(full)], capture_output=True)
