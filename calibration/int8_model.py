@@ -24,6 +24,7 @@ from calibration.modelfile import (has_external_data, model_info, publish, read_
                                    staging_dir)
 from calibration.report import Int8Report, write_report
 from runtime.metadata import ModelInfo
+from facecue import interrupts
 
 log = logging.getLogger(__name__)
 PRECISION = "int8-qdq"
@@ -100,6 +101,7 @@ def make_int8_model(model_path: Path, out_path: Path, crops: np.ndarray, config:
         report = compare(model_path, staged, info, calibration, held_out, plan, config)
         report.model, report.calibration_table = out_path.name, [str(table_dir / p.name) for p in table]
         write_report(report, tmp / report_path.name)
+        interrupts.check()
         for name in (table_dir, report_path):  # the sidecars first, the model last
             if name.exists():
                 shutil.rmtree(name) if name.is_dir() else name.unlink()

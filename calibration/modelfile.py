@@ -18,6 +18,7 @@ import onnx
 from calibration.errors import CalibrationError
 from calibration.graph import quantized_op_types
 from runtime.metadata import METADATA_KEY, ModelInfo, ModelMetadataError, info_from_metadata_map
+from facecue import interrupts
 
 
 def read_header(path: str | Path) -> onnx.ModelProto:
@@ -75,6 +76,7 @@ def staging_dir(out_path: Path):
 
 def publish(staged: Path, out_path: Path) -> None:
     """Move a staged model (and its `.data` sidecar, if any) into place; the model file appears last."""
+    interrupts.check()  # an interrupt swallowed during the work: publish nothing
     data = Path(str(staged) + ".data")
     if data.exists():
         shutil.move(data, Path(str(out_path) + ".data"))
@@ -93,6 +95,7 @@ def write_with_document(source: Path, out_path: Path, document: dict[str, Any]) 
         try:
             onnx.save(model, str(staged))
             staged.chmod(file_mode())  # NamedTemporaryFile is owner-only (0600); a model is an ordinary file
+            interrupts.check()
             staged.replace(out_path)
         finally:
             staged.unlink(missing_ok=True)

@@ -29,6 +29,7 @@ from calibration.errors import CalibrationError
 from calibration.int8_model import split_crops
 from calibration.modelfile import model_info, read_header, require_float, staging_dir
 from calibration.report import Int8Report, write_report
+from facecue import interrupts
 
 log = logging.getLogger(__name__)
 PRECISION = "int8-nncf"
@@ -82,6 +83,7 @@ def make_nncf_model(model_path: Path, out_path: Path, crops: np.ndarray, config:
         report = compare(model_path, staged, info, calibration, held_out, config)
         report.model, report.quantized_nodes = out_path.name, fake_quantize
         write_report(report, tmp / report_path.name)
+        interrupts.check()
         (tmp / report_path.name).replace(report_path)
         (tmp / weights_path.name).replace(weights_path)  # the weights before the graph that names them
         staged.replace(out_path)

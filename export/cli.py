@@ -27,9 +27,13 @@ def add_model_inputs(parser: argparse.ArgumentParser) -> None:
 
 def run_main(main, argv=None) -> int:
     """Run `main(argv)`; input errors become one clear line and exit code 2, Ctrl-C exit code 130."""
+    from facecue import interrupts
     from runtime.faces import FacesError
+    interrupts.install()
     try:
-        return main(argv) or 0
+        code = main(argv) or 0
+        interrupts.check()  # an interrupt that Python swallowed still means "interrupted"
+        return code
     except (CheckpointError, ConfigError, FacesError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from runtime.metadata import METADATA_KEY, ModelMetadataError, read_model_info, to_json
+from facecue import interrupts
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +275,7 @@ def export_fp16(fp32_path: str | Path, out_path: str | Path | None = None, image
         failed = [p for p in parity if not p.passes(tolerance, min_agreement)]
         if failed:
             raise Fp16ParityError(f"FP16 model outside tolerance, not written: {[asdict(p) for p in failed]}")
+        interrupts.check()
         if external:
             (Path(tmp) / (out_path.name + ".data")).replace(Path(str(out_path) + ".data"))
         tmp_model.replace(out_path)

@@ -16,6 +16,7 @@ import torch
 
 from export.model import FaceAttributeModel
 from runtime.metadata import METADATA_KEY, to_json
+from facecue import interrupts
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def export_onnx(model: FaceAttributeModel, out_path: str | Path, document: dict,
         program.save(str(tmp_model), external_data=external)
         onnx.checker.check_model(str(tmp_model))
         check_graph(onnx.load(str(tmp_model), load_external_data=False), model.task_names)
+        interrupts.check()  # Ctrl-C swallowed inside the exporter: write nothing
         data = Path(str(out_path) + ".data")
         if external:
             shutil.move(Path(tmp) / data.name, data)

@@ -23,6 +23,7 @@ from runtime.backends import BackendError
 from runtime.backends.providers import ProfileShapes, profile_shapes
 from runtime.backends.tensorrt import current_target, import_cudart, import_tensorrt, sidecar_document, sidecar_path
 from runtime.metadata import ModelMetadataError, read_model_info
+from facecue import interrupts
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ def write_atomically(path: Path, data: bytes) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; an engine is an ordinary file
+        interrupts.check()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from facecue import __version__
+from facecue import __version__, interrupts
 
 # subcommand → (module with main(argv), what it does, the pip extra its imports need or None)
 COMMANDS: dict[str, tuple[str, str, str | None]] = {
@@ -37,7 +37,7 @@ def usage() -> str:
     width = max(len(name) for name in COMMANDS)
     lines = [f"usage: facecue COMMAND [ARGS...]   (facecue COMMAND --help for each)", "", "commands:"]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text, _) in COMMANDS.items()]
-    lines += ["", "example: facecue run --source samples/face-demographics-walking-and-pause.mp4 --headless"]
+    lines += ["", "example: facecue run --source samples/walking-and-pause-demo.mp4 --headless"]
     return "\n".join(lines)
 
 
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module_name, _, extra = COMMANDS[name]
+    interrupts.install()
     try:
         try:
             module = importlib.import_module(module_name)
@@ -66,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[0] = f"facecue {name}"
         # export's commands turn their input errors into exit 2 in export.cli.run_main (their __main__ does too)
         run_main = getattr(module, "run_main", None)
-        return int((run_main(module.main, rest) if run_main else module.main(rest)) or 0)
+        code = int((run_main(module.main, rest) if run_main else module.main(rest)) or 0)
+        interrupts.check()  # an interrupt that Python swallowed still means "interrupted"
+        return code
     except KeyboardInterrupt:  # Ctrl-C while importing torch or in a command without its own handler
         print("interrupted", file=sys.stderr)
         return 130

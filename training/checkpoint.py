@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from export.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CUSTOM_LAYERS
 from export.names import timm_to_meta_module
 from training.mtlora import custom_layers, is_mtlora
+from facecue import interrupts
 
 BACKBONE_WEIGHTS = "backbone.safetensors"
 TRAINING_JSON = "training.json"
@@ -96,6 +97,7 @@ def write_checkpoint(target: str | Path, model, summary: dict) -> Path:
 
 def _swap(new: Path, target: Path) -> None:
     old = target.with_name(f".{target.name}.old")
+    interrupts.check()
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         target.rename(old)
@@ -108,4 +110,5 @@ def save_state(path: Path, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
+    interrupts.check()
     tmp.replace(path)

@@ -21,6 +21,7 @@ from runtime.faces import add_face_arguments
 from runtime.metadata import THESIS_LABELS
 from training.config import DataSource
 from training.data import MISSING, DataError, load_source
+from facecue import interrupts
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ def main(argv=None) -> int:
     document = {"model": args.onnx or args.checkpoint, "labels": args.labels, "faces": len(crops), "tasks": result}
     tmp = out / "report.json.tmp"
     tmp.write_text(json.dumps(document, indent=2))
+    interrupts.check()
     tmp.replace(out / "report.json")
     print_table(result)
     print(f"wrote {out / 'report.json'} and {sum(len(g) for g in result.values())} confusion matrices")
