@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from export import pins
 log = logging.getLogger(__name__)
 DEFAULT_LFS_URL = "https://media.githubusercontent.com/media"
 MANIFEST = "facecue-fetch.json"
+SHA256 = re.compile(r"[0-9a-f]{64}")
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
@@ -47,13 +49,33 @@ def fetch_weights(release: pins.Release) -> Path:
     except ImportError:
         raise DownloadError('facecue fetch needs huggingface_hub (pip install "facecue[export]")') from None
     try:
-        return Path(hf_hub_download(release.weights_repo, release.weights_file, revision=release.weights_revision))
+        weights = Path(hf_hub_download(release.weights_repo, release.weights_file, revision=release.weights_revision))
     except Exception as error:  # huggingface_hub raises many types (offline, 404, HTTP, connection)
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         hint = ("HF_HUB_OFFLINE is set and the file is not in the Hugging Face cache" if offline else
                 "check the network, HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache only")
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DownloadError(f"PE-Core weights {release.weights_repo}/{release.weights_file}: {reason} ({hint})") from None
+    check_hub_sha256(weights)
+    return weights
+
+
+def check_hub_sha256(weights: Path) -> None:
+    """The PE-Core file against the sha256 the Hub gave for it; a corrupt cached copy is removed.
+
+    huggingface_hub checks only the size. The Hub's etag of a Git LFS file (header X-Linked-Etag) is the
+    file's sha256, and the cache stores the file as `blobs/<etag>`; so the blob's name is what its content
+    must hash to. (Meta publishes no sha256 of its own to pin here.)
+    """
+    blob = weights.resolve()
+    if not SHA256.fullmatch(blob.name):
+        return  # not an LFS file (a git-stored file's etag is a git sha1): nothing to compare with
+    actual = sha256_of(blob)
+    if actual != blob.name:
+        blob.unlink(missing_ok=True)
+        weights.unlink(missing_ok=True)
+        raise DownloadError(f"PE-Core weights {weights.name}: sha256 {actual[:12]}… does not match the Hub's "
+                            f"{blob.name[:12]}…; the corrupt copy was removed from the Hugging Face cache, run again")
 
 
 def sample_faces(size: int, margin: float, limit: int = 16, every: int = 8) -> np.ndarray:

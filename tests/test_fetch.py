@@ -48,6 +48,7 @@ class Files(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        sha256 = hashlib.sha256(data).hexdigest()  # of the published file, also when the bytes sent are corrupt
         if fault == "corrupt":
             data = data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + data[len(data) // 2 + 1:]
         start = 0
@@ -62,7 +63,9 @@ class Files(BaseHTTPRequestHandler):
         self.send_header("Accept-Ranges", "bytes")
         if "/resolve/" in path:  # what huggingface_hub reads from the Hub's resolve endpoint
             self.send_header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567")
-            self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+            self.send_header("ETag", f'"{sha256}"')
+            self.send_header("X-Linked-Etag", f'"{sha256}"')  # an LFS file: the Hub's etag is its sha256
+            self.send_header("X-Linked-Size", str(len(data)))
         self.end_headers()
         if not body:
             return
@@ -191,6 +194,17 @@ def test_corrupted_byte_is_refused_and_nothing_is_kept(published, tmp_path):
     assert "sha256" in error and "does not match" in error
     assert not (tmp_path / "model" / "checkpoint" / "custom_layers.pt").exists()
     assert not (tmp_path / "model" / "checkpoint" / "custom_layers.pt.partial").exists()
+    assert not (tmp_path / "model" / "model.onnx").exists()
+
+
+def test_corrupt_pe_core_weights_are_refused_and_removed_from_the_cache(published, tmp_path):
+    Files.faults = {f"/{HF_REPO}/resolve/main/{HF_FILE}": "corrupt"}
+    done = fetch(published, tmp_path / "model", tmp_path / "hf")
+    assert done.returncode == 2
+    error = one_error(done.stderr)
+    assert "PE-Core" in error and "sha256" in error and "does not match" in error
+    blobs = [p for p in (tmp_path / "hf").rglob("*") if p.is_file() and "blobs" in p.parts]
+    assert blobs == [], blobs  # a later run downloads it again instead of trusting the cache
     assert not (tmp_path / "model" / "model.onnx").exists()
 
 
