@@ -73,3 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C while importing torch or in a command without its own handler
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        if not interrupts.interrupted():
+            raise
+        print("interrupted", file=sys.stderr)  # Ctrl-C inside a native module's import surfaces as its ImportError
+        return 130

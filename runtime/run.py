@@ -133,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     signals = StopSignals()
     try:
         return _main(argv, signals)
-    except KeyboardInterrupt:  # during start-up: nothing was written yet
+    except BaseException as error:  # noqa: BLE001
+        # A signal during start-up raises KeyboardInterrupt, or, when it lands in a native module's import,
+        # that module's ImportError ("initialization failed"): either way start-up was interrupted.
+        if isinstance(error, SystemExit) or not signals.received or signals.pipeline is not None:
+            raise
         signals.unwinding = True
         print("interrupted during start-up", file=sys.stderr)
         return signals.exit_status
@@ -173,6 +177,10 @@ def _main(argv: list[str] | None, signals: StopSignals) -> int:
     except bad_input as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if signals.received:  # a signal during start-up that a library swallowed: still a stop, before anything is written
+        pipeline.close()
+        print("interrupted during start-up", file=sys.stderr)
+        return signals.exit_status
     signals.pipeline = pipeline  # from here on a signal stops the run (once it has started) and finalises the files
     show = config.overlay.show
     if show and not has_display():
