@@ -60,6 +60,7 @@ class LabelTable:
 
 
 def read_label_csv(csv_path: str | Path) -> LabelTable:
+    """The labels of one CSV in whichever layout its header shows, in thesis indices."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise LabelsError(f"label CSV {csv_path} not found")
@@ -118,7 +119,8 @@ def _wide_rows(csv_path: Path, header: list[str], names: list[str], columns: dic
             where = f"{csv_path}:{line}, column {names[column]}"
             values[TASK_ORDER.index(task)] = parse(_cell(row, column), task, where)
         labels.append(values)
-        datasets.append((_cell(row, dataset_column) or None) if dataset_column is not None else None)
+        dataset = _cell(row, dataset_column) if dataset_column is not None else ""
+        datasets.append(dataset or None)
     tasks = tuple(t for t in TASK_ORDER if t in columns)
     return LabelTable(paths, np.asarray(labels, dtype=np.int64), datasets, tasks, layout)
 
@@ -143,7 +145,8 @@ def _long_rows(csv_path: Path, header: list[str], body) -> LabelTable:
         slot = TASK_ORDER.index(task)
         if index != MISSING and values[slot] not in (MISSING, index):
             raise LabelsError(f"{csv_path}:{line}: a second, different {task} label for {path}")
-        values[slot] = index if index != MISSING else values[slot]
+        if index != MISSING:
+            values[slot] = index
     return LabelTable(list(rows), np.asarray(list(rows.values()), dtype=np.int64).reshape(-1, len(TASK_ORDER)),
                       [None] * len(rows), tuple(t for t in TASK_ORDER if t in tasks), "long")
 

@@ -104,7 +104,10 @@ def test_bad_csvs_are_named(tmp_path, faces):
 
 def test_a_per_image_csv_reads_as_the_same_thesis_csv(tmp_path, faces):
     """The training CSV rewritten with names and age groups (UTKFace/fer2013 style) gives the same labels."""
-    from runtime.metadata import THESIS_LABELS
+    from export.heads import THESIS_TASKS
+    from runtime.metadata import TASK_ORDER, THESIS_LABELS
+
+    assert tuple(task.lower() for task in THESIS_TASKS) == TASK_ORDER  # training's label columns = the reader's
 
     def name(task: str, value: str) -> str:
         index = int(float(value))
