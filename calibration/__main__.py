@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
                            "an OpenVINO IR (.xml) for classifier.backend openvino (needs the openvino extra)")
     temperature = commands.add_parser("temperature", help="fit one temperature per task on labelled faces")
     temperature.add_argument("--model", required=True, help="a facecue model (FP32 or INT8)")
-    temperature.add_argument("--labels", required=True, help="thesis CSV (Path,Gender,Age,…) or path,task,label CSV")
+    temperature.add_argument("--labels", required=True, help="label CSV: the thesis layout, path,task,label, or per-image named columns (README, Labels)")
     add_face_arguments(temperature, what="the root of the labelled ")
     where = temperature.add_mutually_exclusive_group()
     where.add_argument("--out", help="the calibrated model (default: <model>.calibrated.onnx)")

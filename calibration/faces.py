@@ -39,6 +39,9 @@ class LabelledCrops:
 def labelled_crops(info: ModelInfo, root: Path, paths: list[str], detect: bool) -> LabelledCrops:
     if not root.is_dir():
         raise CalibrationError(f"image root {root} does not exist")
+    if not any((root / name).is_file() for name in paths):
+        raise CalibrationError(f"none of the {len(paths)} labelled files is under {root} (e.g. {root / paths[0]}); "
+                               "the label file's paths are relative to --images/--crops")
     crops, kept, skipped = [], [], {}
     detector = _detector() if detect else None
     try:

@@ -20,6 +20,7 @@ from export.adapters import CUSTOM_LAYERS, ADAPTER_CONFIG, ADAPTER_WEIGHTS, merg
 from export.config import BackboneConfig, load_backbone_config
 from export.errors import CheckpointError
 from export.heads import heads_from_state_dict
+from export.hub import check_hub_weights
 from export.model import FaceAttributeModel, create_backbone
 from export.names import block_index
 from export.weights import RANDOM_MARKER_KEY, load_backbone_weights, read_checkpoint, resample_pos_embed
@@ -45,10 +46,15 @@ def read_heads(path: str | Path) -> tuple[dict[str, torch.Tensor], bool, dict | 
     return dict(checkpoint), random_weights, mtlora_sections
 
 
-def pretrained_backbone(config: BackboneConfig) -> torch.nn.Module:
-    """PE-Core with timm's published weights (hub or Hugging Face cache), or a CheckpointError saying what to pass."""
+EXPORT_WEIGHTS_HINT = "pass --weights FILE (Meta's PE-Core .pt or timm's layout)"
+
+
+def pretrained_backbone(config: BackboneConfig, hint: str = EXPORT_WEIGHTS_HINT) -> torch.nn.Module:
+    """PE-Core with timm's published weights (hub or Hugging Face cache), or a CheckpointError ending in `hint`
+    (the caller's way to give a weights file)."""
     if config.pretrained_name is None:
-        raise CheckpointError(f"{config.name} has no published weights: pass --weights FILE")
+        raise CheckpointError(f"{config.name} has no published weights: {hint}")
+    check_hub_weights(config.pretrained_name, hint)  # fails at once offline, not after the Hub's retries
     log.info("loading timm pretrained weights %s (needs the network or the Hugging Face cache)",
              config.pretrained_name)
     # Built at the published size: at another size timm would resample the position embedding bicubically,
@@ -58,7 +64,7 @@ def pretrained_backbone(config: BackboneConfig) -> torch.nn.Module:
         net = create_backbone(native, pretrained=True)
     except Exception as error:  # hub, network and cache errors have no common base class
         raise CheckpointError(f"could not get timm pretrained weights {config.pretrained_name!r} ({type(error).__name__}: "
-                              f"{error}); offline? pass --weights FILE (Meta's PE-Core .pt or timm's layout)") from None
+                              f"{error}); offline? {hint}") from None
     if native.image_size == config.image_size:
         return net
     backbone = create_backbone(config)

@@ -348,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {'unknown engines ' + str(unknown) if unknown else ''}{' missing models ' + str(missing) if missing else ''}"
               f"{' no folder ' + args.crops if not Path(args.crops).is_dir() else ''}".strip(), file=sys.stderr)
         return 2
+    from runtime.faces import FacesError, image_files
+    try:
+        image_files(Path(args.crops))  # the workers would each fail on a folder without images
+    except FacesError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         summary = run_all(args)
     except KeyboardInterrupt:

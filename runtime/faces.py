@@ -60,7 +60,7 @@ def _faces_from_images(folder: Path, size: int, margin: float, detector_model: s
                        max_faces: int | None, crops: list, names: list) -> None:
     from runtime.detector import FaceDetector  # MediaPipe only when photos need detecting, not for chips
 
-    paths = _image_paths(folder)
+    paths = image_files(folder)
     found_before, read = len(crops), 0
     with FaceDetector(detector_model, min_confidence=min_confidence, running_mode="image") as detector:
         for done, (path, image) in enumerate(_read_images(paths), 1):
@@ -95,7 +95,7 @@ def largest_face_crop(detector, image_rgb: np.ndarray, size: int, margin: float)
 
 
 def _chips(folder: Path, size: int, max_faces: int | None, crops: list, names: list) -> None:
-    paths = _image_paths(folder)
+    paths = image_files(folder)
     read = 0
     for path, chip in _read_images(paths):
         read += 1
@@ -107,7 +107,8 @@ def _chips(folder: Path, size: int, max_faces: int | None, crops: list, names: l
         raise FacesError(f"no readable face crops in {folder} ({len(paths)} files with an image suffix)")
 
 
-def _image_paths(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
+    """The image files in `folder` and its subfolders, sorted; FacesError (or FileNotFoundError) when none."""
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist")
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

@@ -59,7 +59,7 @@ def test_thesis_layout_with_index_column_and_missing_labels(tmp_path):
                 "0,a.jpg,1.0,3.0,2.0,-100.0,7\n"
                 "1,b.jpg,0,-100,1,5,\n"
                 "2,c.jpg,-100.0,,0,nan,\n")
-    assert read_labels(csv, info()) == [Label("a.jpg", "gender", 1), Label("a.jpg", "age", 3),
+    assert read_labels(csv, info()) == [Label("a.jpg", "age", 3), Label("a.jpg", "gender", 1),
                                         Label("b.jpg", "gender", 0), Label("b.jpg", "emotion", 5)]
     # a gender-only model takes the gender column and ignores the rest
     assert read_labels(csv, info(["gender"])) == [Label("a.jpg", "gender", 1), Label("b.jpg", "gender", 0)]
@@ -85,12 +85,13 @@ def test_path_task_label_names_indices_and_ages(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("path,task,label\na.jpg,emotion,contempt\n", "unknown emotion label 'contempt'"),
-    ("path,task,label\na.jpg,ethnicity,2\n", "task 'ethnicity' is not one of the model's tasks"),
-    ("path,task,label\na.jpg,gender,2\n", "gender class index 2 is outside 0-1"),
+    ("path,task,label\na.jpg,ethnicity,2\n", "task 'ethnicity' is not one of age, gender, emotion or age_years"),
+    ("path,task,label\na.jpg,gender,2\n", "gender class index 2 is outside 0..1"),
     ("path,task,label\na.jpg,age_years,old\n", "'old' is not an age in years"),
-    ("Path,Gender,Age\na.jpg,male,3\n", "Gender 'male' is not a class index"),
+    ("Path,Gender,Age,Facial Emotion\na.jpg,male,3,0\n", "column Gender: 'male' is not a class index"),
+    ("path,gender,age\na.jpg,1,30\n", "column gender: '1' is a numeric gender code"),
     ("Path,Age\na.jpg,3\n", "columns for tasks ['age'], but the model has tasks ['gender']"),
-    ("file,y\na.jpg,3\n", "neither the thesis layout"),
+    ("file,y\na.jpg,3\n", "columns ['file', 'y'] have no path column; accepted: the thesis layout"),
     ("Path,Gender\na.jpg,-100\n", "no labels for the model's tasks"),
     ("path,task,label\na.jpg,gender,-100\n", "no labels for the model's tasks"),
 ])
@@ -154,6 +155,32 @@ def test_temperature_in_place_and_bad_labels_leave_nothing(tiny_model, labelled,
                  "--plots", str(tmp_path / "plots")]) == 0
     assert read_model_info(copy).task("gender").temperature != 1.0
     assert len(list((tmp_path / "plots").glob("*.png"))) == 2
+
+
+def test_per_image_labels_fit_as_the_same_labels_in_long_form(tiny_model, labelled, tmp_path):
+    """The chips' labels as a fer2013/UTKFace-style per-image CSV give the temperatures the long form gives."""
+    root, long_form = labelled
+    rows = {}
+    for path, task, label in (line.split(",") for line in long_form.read_text().splitlines()[1:]):
+        rows.setdefault(path, {})[task] = label.lower()
+    per_image = write(tmp_path / "per_image.csv", "path,gender_name,emotion_7class,usage\n" + "".join(
+        f"{path},{labels['gender']},{labels['emotion']},Training\n" for path, labels in rows.items()))
+    temperatures = []
+    for labels in (long_form, per_image):
+        out = tmp_path / f"{labels.stem}.onnx"
+        assert main(["temperature", "--model", str(tiny_model), "--labels", str(labels), "--crops", str(root),
+                     "--out", str(out)]) == 0
+        temperatures.append([read_model_info(out).task(t).temperature for t in ("gender", "emotion")])
+    assert temperatures[0] == temperatures[1] and 1.0 not in temperatures[0]
+
+
+def test_labels_outside_the_root_are_named(tiny_model, labelled, tmp_path, capsys):
+    _, labels = labelled
+    (tmp_path / "elsewhere").mkdir()
+    assert main(["temperature", "--model", str(tiny_model), "--labels", str(labels), "--crops",
+                 str(tmp_path / "elsewhere")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "none of the 12 labelled files is under" in err
 
 
 def test_images_without_faces_are_named(tiny_model, tmp_path, capsys):

@@ -149,6 +149,22 @@ def test_verify_empty_crop_folder_is_bad_input(tmp_path, tiny_model):
     assert_one_error_line(done, "no image files in", "empty")
 
 
+@pytest.mark.parametrize("command, needle", [
+    (["-m", "export.fp16", "{model}", "--crops", "{empty}"], "no image files in"),
+    (["-m", "calibration", "int8", "--model", "{model}", "--crops", "{empty}"], "no image files in"),
+    (["-m", "calibration", "temperature", "--model", "{model}", "--labels", "{labels}", "--crops", "{empty}"],
+     "none of the 2 labelled files is under"),
+    (["-m", "training.evaluate", "--onnx", "{model}", "--labels", "{labels}", "--crops", "{empty}"],
+     "2 image file(s) not found under"),
+])
+def test_nothing_to_read_is_one_line_everywhere(tmp_path, tiny_model, command, needle):
+    """--crops/--images folders with no image (only subfolders), or without the labelled files: one line, exit 2."""
+    (tmp_path / "empty" / "nested").mkdir(parents=True)
+    (tmp_path / "labels.csv").write_text("path,gender_name\nsub/a.png,female\nsub/b.png,male\n")
+    paths = {"model": tiny_model, "empty": tmp_path / "empty", "labels": tmp_path / "labels.csv"}
+    assert_one_error_line(python(*[part.format(**paths) for part in command], cwd=tmp_path), needle, "empty")
+
+
 def test_random_checkpoint_refuses_another_backbones_folder(tmp_path):
     pytest.importorskip("torch")
     from export.adapters import RANDOM_MARKER_FILE

@@ -90,16 +90,37 @@ def tiny_config(faces: dict, out: Path, recipe: str = "dora", *extra: str):
 
 # --- data and config errors ----------------------------------------------------------------------------
 def test_bad_csvs_are_named(tmp_path, faces):
-    bad_columns = tmp_path / "cols.csv"
-    bad_columns.write_text("Path,Gender,Age\nchips/1_0.png,0,1\n")
-    with pytest.raises(DataError, match="missing column.*Facial Emotion"):
-        read_labels(bad_columns, faces["root"])
+    codes = tmp_path / "cols.csv"  # no thesis column: a per-image CSV, where a bare gender code means nothing
+    codes.write_text("Path,Gender,Age\nchips/1_0.png,0,1\n")
+    with pytest.raises(DataError, match="cols.csv:2, column Gender: '0' is a numeric gender code"):
+        read_labels(codes, faces["root"])
     bad_value = write_csv(tmp_path / "value.csv", [["chips/1_0.png", "0", "9", "0", "-100", ""]])
-    with pytest.raises(DataError, match=r"value.csv:2.*'Age'.*0\.\.8"):
+    with pytest.raises(DataError, match=r"value.csv:2, column Age: age class index 9 is outside 0\.\.8"):
         read_labels(bad_value, faces["root"])
     missing_file = write_csv(tmp_path / "missing.csv", [["chips/nope.png", "0", "1", "0", "-100", ""]])
     with pytest.raises(DataError, match="not found.*nope.png"):
         read_labels(missing_file, faces["root"])
+
+
+def test_a_per_image_csv_reads_as_the_same_thesis_csv(tmp_path, faces):
+    """The training CSV rewritten with names and age groups (UTKFace/fer2013 style) gives the same labels."""
+    from export.heads import THESIS_TASKS
+    from runtime.metadata import TASK_ORDER, THESIS_LABELS
+
+    assert tuple(task.lower() for task in THESIS_TASKS) == TASK_ORDER  # training's label columns = the reader's
+
+    def name(task: str, value: str) -> str:
+        index = int(float(value))
+        return THESIS_LABELS[task][index] if index >= 0 else ""
+
+    thesis = read_labels(faces["train"], faces["root"])
+    lines = ["path,age_group,gender_name,emotion"] + [
+        f"{row['Path']},{name('age', row['Age'])},{name('gender', row['Gender'])},{name('emotion', row['Facial Emotion'])}"
+        for row in csv.DictReader(open(faces["train"]))]
+    (tmp_path / "per_image.csv").write_text("\n".join(lines) + "\n")
+    named = read_labels(tmp_path / "per_image.csv", faces["root"])
+    assert named.paths == thesis.paths and (named.labels == thesis.labels).all()
+    assert (thesis.labels == -100).any() and (thesis.labels >= 0).any()
 
 
 def test_unreadable_image_and_empty_task_are_named(tmp_path, faces):

@@ -1,7 +1,7 @@
 """`python -m training --config configs/train/<recipe>.yaml [--set key=value ...] [--resume]`.
 
 Fine-tunes PE-Core with one of the thesis' recipes (linear_probe, partial, lora, dora, loraplus, mtlora)
-on thesis-layout label CSVs and writes `<run.out>/best/` in the thesis checkpoint layout, which
+on label CSVs (README, Labels) and writes `<run.out>/best/` in the thesis checkpoint layout, which
 `python -m export` takes unchanged (the command is printed at the end and stored in training.json).
 """
 from __future__ import annotations

@@ -24,7 +24,7 @@ class TrainConfigError(ValueError):
 
 @dataclass
 class DataSource:
-    csv: str                    # thesis layout: Path,Gender,Age,Ethnicity,Facial Emotion,Identity
+    csv: str                    # label CSV in any layout runtime/labels.py reads (thesis, path,task,label, named)
     root: str                   # image paths in the CSV are relative to this folder
     kind: str = "crops"         # "crops": face chips used as they are; "images": photos → detector → crop, cached
     name: str | None = None     # data-set name in reports; default: the CSV's file stem

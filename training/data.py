@@ -1,8 +1,8 @@
-"""Thesis-layout label CSVs → face crops + labels, for training and evaluation.
+"""Label CSVs → face crops + labels, for training and evaluation.
 
-CSV: `Path,Gender,Age,Ethnicity,Facial Emotion,Identity` (an unnamed leading index column
-is allowed), class indices in the thesis order, −100 (or empty/NaN) for a missing label, paths relative
-to a root folder. Labels become long[3] in the thesis' index map: Age 0, Gender 1, Emotion 2.
+CSV: any layout runtime.labels reads (the thesis layout, `path,task,label`, or a per-image CSV with named
+columns such as UTKFace's or fer2013's), paths relative to a root folder. Labels become long[3] in the
+thesis' index map (Age 0, Gender 1, Emotion 2), −100 for a missing label.
 
 Two kinds of source, as `--crops` / `--images` everywhere in facecue (runtime/faces.py):
 - crops: face chips, read per sample and resized with the runtime's `resize_chip`;
@@ -11,7 +11,6 @@ Two kinds of source, as `--crops` / `--images` everywhere in facecue (runtime/fa
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import os
@@ -23,16 +22,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from export.heads import NUM_CLASSES, THESIS_TASKS
+from export.heads import THESIS_TASKS
 from runtime.crop import resize_chip
 from runtime.faces import largest_face_crop, read_rgb
+from runtime.labels import MISSING, LabelsError, read_label_csv
 from training.config import DataSource
 
 log = logging.getLogger(__name__)
-
-MISSING = -100
-LABEL_COLUMNS = {"Age": "Age", "Gender": "Gender", "Emotion": "Facial Emotion"}  # task → CSV column
-REQUIRED_COLUMNS = ("Path", "Gender", "Age", "Facial Emotion")
 
 
 class DataError(ValueError):
@@ -50,44 +46,18 @@ class LabelTable:
         return len(self.paths)
 
 
-def _parse_label(raw: str, column: str, task: str, where: str) -> int:
-    text = (raw or "").strip()
-    if text == "" or text.lower() == "nan":
-        return MISSING
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{where}: column {column!r} has {raw!r}, not a class index or -100") from None
-    if value != int(value) or (int(value) != MISSING and not 0 <= int(value) < NUM_CLASSES[task]):
-        raise DataError(f"{where}: column {column!r} has {raw!r}; {task} classes are 0..{NUM_CLASSES[task] - 1} "
-                        f"(thesis order) or -100 for missing")
-    return int(value)
-
-
 def read_labels(csv_path: str | Path, root: str | Path, dataset: str | None = None) -> LabelTable:
-    """One thesis-layout CSV; every bad row or value is an error naming file, line and column."""
+    """One label CSV in any layout runtime.labels reads; every bad row or value is an error naming file and line,
+    and every image must exist and look like an image before training starts."""
     csv_path, root = Path(csv_path), Path(root)
-    if not csv_path.is_file():
-        raise DataError(f"label CSV not found: {csv_path}")
     if not root.is_dir():
         raise DataError(f"image root folder not found: {root} (for {csv_path})")
-    with open(csv_path, newline="") as file:
-        reader = csv.DictReader(file)
-        columns = reader.fieldnames or []
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise DataError(f"{csv_path}: missing column(s) {missing}; found {columns}; expected the thesis layout "
-                            "Path,Gender,Age,Ethnicity,Facial Emotion,Identity")
-        paths, labels, names = [], [], []
-        for line, row in enumerate(reader, start=2):
-            where = f"{csv_path}:{line}"
-            if not (row.get("Path") or "").strip():
-                raise DataError(f"{where}: empty 'Path'")
-            paths.append(root / row["Path"].strip())
-            labels.append([_parse_label(row[LABEL_COLUMNS[t]], LABEL_COLUMNS[t], t, where) for t in THESIS_TASKS])
-            names.append((row.get("Dataset") or "").strip() or dataset or csv_path.stem)
-    if not paths:
-        raise DataError(f"{csv_path}: no rows")
+    try:
+        table = read_label_csv(csv_path)
+    except LabelsError as error:
+        raise DataError(str(error)) from None
+    paths = [root / path for path in table.paths]
+    names = [name or dataset or csv_path.stem for name in table.datasets]
     absent = [p for p in paths if not p.is_file()]
     if absent:
         raise DataError(f"{csv_path}: {len(absent)} image file(s) not found under {root}, e.g. {absent[0]}")
@@ -97,7 +67,7 @@ def read_labels(csv_path: str | Path, root: str | Path, dataset: str | None = No
     if unreadable:
         raise DataError(f"{csv_path}: cannot read image {unreadable[0]} (not an image OpenCV can decode)"
                         + (f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""))
-    return LabelTable(paths, np.asarray(labels, dtype=np.int64).reshape(-1, 3), names)
+    return LabelTable(paths, table.labels, names)
 
 
 def concat(tables: list[LabelTable]) -> LabelTable:

@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     model_group = parser.add_mutually_exclusive_group(required=True)
     model_group.add_argument("--onnx", help="an exported facecue ONNX model (ONNX Runtime, CPU)")
     model_group.add_argument("--checkpoint", help="a training output directory (<run.out>/best)")
-    parser.add_argument("--labels", action="append", required=True, help="thesis-layout CSV (repeatable)")
+    parser.add_argument("--labels", action="append", required=True, help="label CSV, any layout of README 'Labels' (repeatable)")
     add_face_arguments(parser, what="the root of the labelled ")
     parser.add_argument("--backbone", help="--checkpoint only: override the backbone in training.json")
     parser.add_argument("--weights", help="--checkpoint only: override the base weights in training.json")

@@ -28,6 +28,8 @@ from export.weights import load_backbone_weights
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
+TRAIN_WEIGHTS_HINT = ("set model.weights to a PE-Core file (Meta's .pt or timm's layout), e.g. --set "
+                      "model.weights=FILE, or model.weights=random for a smoke run")
 
 
 def base_backbone(config: BackboneConfig, weights: str | None) -> nn.Module:
@@ -36,7 +38,7 @@ def base_backbone(config: BackboneConfig, weights: str | None) -> nn.Module:
         log.warning("backbone has RANDOM weights: for throughput and plumbing only")
         return create_backbone(config)
     if weights is None:
-        return pretrained_backbone(config)
+        return pretrained_backbone(config, TRAIN_WEIGHTS_HINT)
     backbone = create_backbone(config)
     load_backbone_weights(backbone, weights)
     return backbone

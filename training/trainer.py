@@ -2,13 +2,15 @@
 
 Per epoch: train (autocast where the device supports it, GradScaler for fp16), validate (loss = sum of
 per-task mean CE, as the thesis), step the plateau scheduler, write `<out>/best/` (thesis layout, what
-export takes) when the validation loss improves, and `<out>/last/state.pt` (everything to resume).
+export takes) when the validation loss improves, `<out>/last/state.pt` (everything to resume), and
+`<out>/history.json` with `<out>/curves.png` (loss and accuracy so far).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +24,7 @@ from export.heads import THESIS_TASKS
 from training.checkpoint import save_state, write_checkpoint
 from export.errors import CheckpointError
 from training.config import TrainConfig, TrainConfigError
+from training.curves import CURVES, save_curves
 from training.data import MISSING
 from training.losses import MultiTaskLoss
 
@@ -180,11 +183,19 @@ class Trainer:
             log.info("epoch %d: train loss %.4f, val loss %.4f%s, accuracy %s", epoch, train_loss, val_loss,
                      " (best, saved)" if improved else "", {t: round(a, 4) for t, a in accuracy.items()})
             save_state(self.out / "last" / "state.pt", self.resumable_state())
+            self.write_history()
             if self.state.stale_epochs >= optim.early_stopping_patience:
                 log.info("early stop: no validation-loss improvement in %d epochs", self.state.stale_epochs)
                 break
-        (self.out / "history.json").write_text(json.dumps(self.summary | self.metrics(), indent=2, default=str))
         return self.state
+
+    def write_history(self) -> None:
+        """history.json and curves.png after every epoch, each complete under its name (temp file, rename)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        tmp = self.out / f".history.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(self.summary | self.metrics(), indent=2, default=str))
+        tmp.replace(self.out / "history.json")
+        save_curves(self.state.history, self.out / CURVES)
 
     def metrics(self) -> dict:
         return {"epochs_run": self.state.epoch, "best_epoch": self.state.best_epoch,
