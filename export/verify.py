@@ -21,6 +21,7 @@ import torch
 from export.build import build_model
 from export.cli import add_model_inputs, run_main, setup_logging
 from export.errors import CheckpointError
+from facecue.progress import Progress
 from runtime.faces import add_face_arguments
 from runtime.metadata import read_model_info
 
@@ -54,14 +55,15 @@ def run_both(session: ort.InferenceSession, model: torch.nn.Module, images: np.n
     names = [o.name for o in session.get_outputs()]
     got = {n: [] for n in names}
     ref = {n: [] for n in model.task_names}
-    for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
-        for name, value in zip(names, session.run(None, {"images": chunk})):
-            got[name].append(value)
-        with torch.no_grad():
-            for name, value in zip(model.task_names, model(torch.from_numpy(chunk))):
-                ref[name].append(value.numpy())
-        log.info("verified %d/%d images", min(start + batch, len(images)), len(images))
+    with Progress("verifying ONNX Runtime against PyTorch", log, total=len(images), unit="images") as bar:
+        for start in range(0, len(images), batch):
+            chunk = images[start:start + batch]
+            for name, value in zip(names, session.run(None, {"images": chunk})):
+                got[name].append(value)
+            with torch.no_grad():
+                for name, value in zip(model.task_names, model(torch.from_numpy(chunk))):
+                    ref[name].append(value.numpy())
+            bar.update(len(chunk))
     return {n: np.concatenate(v) for n, v in got.items()}, {n: np.concatenate(v) for n, v in ref.items()}
 
 

@@ -22,6 +22,7 @@ from runtime.metadata import THESIS_LABELS
 from training.config import DataSource
 from training.data import MISSING, DataError, load_source
 from facecue import interrupts
+from facecue.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,11 @@ def predict_onnx(path: str, input_name: str, crops: np.ndarray, batch: int) -> d
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     outputs = {n: [] for n in names}
-    for start in range(0, len(crops), batch):
-        for name, value in zip(names, session.run(None, {input_name: crops[start:start + batch]})):
-            outputs[name].append(value.argmax(1))
-        log.info("evaluated %d/%d faces", min(start + batch, len(crops)), len(crops))
+    with Progress(f"evaluating {Path(path).name}", log, total=len(crops), unit="faces") as bar:
+        for start in range(0, len(crops), batch):
+            for name, value in zip(names, session.run(None, {input_name: crops[start:start + batch]})):
+                outputs[name].append(value.argmax(1))
+            bar.update(len(crops[start:start + batch]))
     return {n: np.concatenate(v) for n, v in outputs.items()}
 
 
@@ -112,11 +114,11 @@ def predict_torch(model, crops: np.ndarray, batch: int) -> dict[str, np.ndarray]
     import torch
 
     outputs = {n: [] for n in model.task_names}
-    with torch.no_grad():
+    with torch.no_grad(), Progress("evaluating the checkpoint", log, total=len(crops), unit="faces") as bar:
         for start in range(0, len(crops), batch):
             for name, value in zip(model.task_names, model(torch.from_numpy(crops[start:start + batch]))):
                 outputs[name].append(value.argmax(1).numpy())
-            log.info("evaluated %d/%d faces", min(start + batch, len(crops)), len(crops))
+            bar.update(len(crops[start:start + batch]))
     return {n: np.concatenate(v) for n, v in outputs.items()}
 
 
