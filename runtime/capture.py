@@ -36,6 +36,7 @@ from pathlib import Path
 
 import cv2
 
+from runtime.quiet import native_stderr_silenced
 from runtime.types import Frame
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,11 @@ class Capture:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError(f"capture {self.name!r} already started")
-        self._video = self._open()
+        # OpenCV's and FFmpeg's own lines for a source they cannot open (a dozen for a missing webcam) come
+        # before our one-line SourceError; only this first open is silenced: reopens happen while the run's
+        # other threads log, and a source that fails mid-run is worth OpenCV's words (runtime/quiet.py)
+        with native_stderr_silenced():
+            self._video = self._open()
         self._thread = threading.Thread(target=self._run, name=f"capture:{self.name}", daemon=True)
         self._thread.start()
 
