@@ -7,10 +7,16 @@ Exit 1 when a task is outside tolerance.
 """
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # first: without the export extra, one line instead of an import traceback
+    from facecue.cli import run_module
+
+    sys.exit(run_module("export.verify", "python -m export.verify", "export"))
+
 import argparse
 import json
 import logging
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -114,6 +120,3 @@ def main(argv=None) -> int:
     print("PASS" if ok else f"FAIL: outside tolerance (relative error ≤ {args.tolerance}, top-1 agreement 100%)")
     return 0 if ok else 1
 
-
-if __name__ == "__main__":
-    sys.exit(run_main(main))

@@ -8,10 +8,16 @@ builds the PyTorch model from a training output directory (its training.json say
 """
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # first: without the export extra, one line instead of an import traceback
+    from facecue.cli import run_module
+
+    sys.exit(run_module("training.evaluate", "python -m training.evaluate", "export"))
+
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +200,3 @@ def main(argv=None) -> int:
     print(f"wrote {out / 'report.json'} and {sum(len(g) for g in result.values())} confusion matrices")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

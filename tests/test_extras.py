@@ -1,0 +1,43 @@
+"""Without the export extra (issue 14, item 9): the commands that need it say which extra to install, in one
+line with exit 2, instead of a ModuleNotFoundError traceback; the runtime's commands still work. Real
+subprocesses in which torch, timm and peft cannot be imported (a sys.modules block, as if not installed)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+NO_EXPORT_EXTRA = "import sys; sys.modules.update(dict.fromkeys(('torch', 'timm', 'peft', 'safetensors')))\n"
+
+
+def without_export_extra(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", NO_EXPORT_EXTRA + code], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("module", ["export", "export.verify", "export.random_checkpoint", "training.evaluate"])
+def test_python_m_without_the_extra_names_it(tmp_path, module):
+    code = f"import runpy; sys.argv[1:] = ['--help']; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    done = without_export_extra(code, tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert re.fullmatch(rf"error: python -m {re.escape(module)} needs the package '(torch|timm|peft|safetensors)' "
+                        r'\(pip install "facecue\[export\]"\)\n', done.stderr), done.stderr
+
+
+@pytest.mark.parametrize("command", ["export", "verify", "evaluate"])
+def test_facecue_subcommand_without_the_extra_names_it(tmp_path, command):
+    done = without_export_extra(f"from facecue.cli import main; sys.exit(main([{command!r}, '--help']))", tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert re.fullmatch(rf"error: facecue {command} needs the package '\w+' \(pip install \"facecue\[export\]\"\)\n",
+                        done.stderr), done.stderr
+
+
+def test_runtime_commands_do_not_need_the_extra(tmp_path):
+    done = without_export_extra("from facecue.cli import main; sys.exit(main(['run', '--help']))", tmp_path)
+    assert done.returncode == 0 and "--verbose" in done.stdout, done.stderr
