@@ -41,6 +41,14 @@ def on_terminal() -> bool:
         return False
 
 
+def _interval_from_environment() -> float:
+    try:
+        interval = float(os.environ.get("FACECUE_PROGRESS_INTERVAL", INTERVAL))
+    except ValueError:  # not a number: the default, rather than failing a long step over a log setting
+        return INTERVAL
+    return interval if interval > 0 else INTERVAL
+
+
 class Progress:
     """One step's progress. `total`: how many `unit`s the step has (None: unknown); `unit` None: nothing is
     counted, only the time is shown (a single long call)."""
@@ -56,7 +64,7 @@ class Progress:
         if self._bar is None:
             log.info("%s: started%s", desc, f" ({total} {unit})" if total and unit else "")
         self._closed = threading.Event()
-        interval = interval or float(os.environ.get("FACECUE_PROGRESS_INTERVAL") or INTERVAL)
+        interval = interval or _interval_from_environment()
         self._timer = threading.Thread(target=self._tick, args=(REDRAW if self._bar is not None else interval,),
                                        name=f"progress:{desc}", daemon=True)
         self._timer.start()
@@ -84,16 +92,17 @@ class Progress:
         if self._bar is not None:
             self._bar.set_postfix_str(note, refresh=False)
 
-    def line(self, final: bool = False) -> str:
-        """The log line for now: "verifying: 32/64 images, 12.1 images/s, 3 s, about 3 s left"."""
+    def line(self, ending: str = "") -> str:
+        """The log line for now: "verifying: 32/64 images, 12.1 images/s, 3 s, about 3 s left"; with `ending`
+        ("done", "stopped") the last one: "verifying: done, 64/64 images, 12.5 images/s, 5 s"."""
         elapsed = time.monotonic() - self.started
-        parts = []
+        parts = [ending] if ending else []
         if self.unit is not None:
             parts.append(f"{self.done}/{self.total} {self.unit}" if self.total else f"{self.done} {self.unit}")
             if self.done and elapsed > 0:
                 parts.append(f"{self.done / elapsed:.1f} {self.unit}/s")
         parts.append(f"{elapsed:.0f} s")
-        if self.total and 0 < self.done < self.total and not final:
+        if self.total and 0 < self.done < self.total and not ending:
             parts.append(f"about {elapsed / self.done * (self.total - self.done):.0f} s left")
         return f"{self.desc}: {', '.join(parts)}" + (f" ({self.note})" if self.note else "")
 
@@ -104,20 +113,21 @@ class Progress:
             else:
                 self.log.info("%s", self.line())
 
-    def close(self) -> None:
+    def close(self, ending: str = "done") -> None:
         if self._closed.is_set():
             return
         self._closed.set()
         self._timer.join()
         self._exit.close()  # the bar's last draw, then logging back to its handlers
         if self._bar is None:
-            self.log.info("%s", self.line(final=True).replace(": ", ": done, ", 1))
+            self.log.info("%s", self.line(ending))
 
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def __exit__(self, error_type, *_) -> None:
+        finished = error_type is None or issubclass(error_type, GeneratorExit)  # GeneratorExit: a loop's break
+        self.close("done" if finished else "stopped")
 
 
 def progress(items: Iterable[Item], desc: str, log: logging.Logger, total: int | None = None,

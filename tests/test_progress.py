@@ -111,3 +111,11 @@ def test_export_command_with_stderr_to_a_pipe_shows_periodic_lines(tmp_path):
     assert lines[0] == "exporting ONNX: started" and re.fullmatch(r"exporting ONNX: done, \d+ s", lines[-1]), lines
     assert len(lines) >= 3 and all(re.fullmatch(r"exporting ONNX: \d+ s", line) for line in lines[1:-1]), lines
     assert "\r" not in done.stderr  # no bar drawn into the pipe
+
+
+def test_a_step_that_fails_says_stopped_and_a_colon_in_its_name_is_kept(caplog):
+    caplog.set_level(logging.INFO, logger=log.name)
+    with pytest.raises(RuntimeError), Progress("INT8: calibrating", log, total=4, unit="crops") as bar:
+        bar.update(2)
+        raise RuntimeError("the calibrator failed")
+    assert re.fullmatch(r"INT8: calibrating: stopped, 2/4 crops, \S+ crops/s, 0 s", messages(caplog)[-1])
