@@ -80,3 +80,14 @@ def test_gpu_check_help_names_its_default_models():
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
     assert "default: tiny,b16-224" in text and "tiny, b16-224, l14-336" in text
+
+
+def test_an_unsupported_recording_container_is_one_error_line_unless_verbose(tmp_path):
+    """--record x.webm: OpenCV's MJPG fallback does not fit WebM; FFmpeg says so in two lines, we in one."""
+    record = str(tmp_path / "overlay.webm")
+    quiet = facecue_run("--source", str(CLIP), "--record", record, cwd=tmp_path)
+    assert quiet.returncode == 2
+    assert quiet.stderr.splitlines() == [f"error: --record {record}: OpenCV cannot write this video file "
+                                         "(try .mp4 or .avi)"], quiet.stderr  # before the run: no other line
+    verbose = facecue_run("--source", str(CLIP), "--record", record, "--verbose", cwd=tmp_path)
+    assert verbose.returncode == 2 and "[webm @" in verbose.stderr, verbose.stderr
