@@ -27,6 +27,7 @@ OpenCV's VideoCapture does the decoding; this module only adds the threads, the 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -157,10 +158,13 @@ class Capture:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError(f"capture {self.name!r} already started")
-        # OpenCV's and FFmpeg's own lines for a source they cannot open (a dozen for a missing webcam) come
-        # before our one-line SourceError; only this first open is silenced: reopens happen while the run's
-        # other threads log, and a source that fails mid-run is worth OpenCV's words (runtime/quiet.py)
-        with native_stderr_silenced():
+        # OpenCV's and FFmpeg's own lines for a webcam or file they cannot open (a dozen for a missing webcam)
+        # come before our one-line SourceError. Only this first open of these two kinds is silenced, as it takes
+        # milliseconds: fd 2 is the whole process's, and the classifier's thread may be logging meanwhile.
+        # Streams and GStreamer pipelines can block for seconds, and their lines are the diagnosis; reopens
+        # happen while the run logs (runtime/quiet.py).
+        quiet = native_stderr_silenced() if self.kind in ("webcam", "file") else contextlib.nullcontext()
+        with quiet:
             self._video = self._open()
         self._thread = threading.Thread(target=self._run, name=f"capture:{self.name}", daemon=True)
         self._thread.start()
