@@ -4,7 +4,7 @@ MediaPipe/LiteRT (glog/absl), OpenCV and its bundled FFmpeg print diagnostics fr
 cannot filter: "Logging before InitGoogle", "Input tensor memory is not aligned" (the first inference),
 "DestroyAccelerator" (closing a detector), OpenCV's and FFmpeg's lines for a camera or file they cannot open,
 FFmpeg's lines when the recorder probes an encoder that is not there. Around those calls only (loading and
-closing the detector, opening a source, probing an encoder), never around the whole run:
+closing the detector, a webcam's or file's first open, probing an encoder), never around the whole run:
 
 - `native_stderr_silenced()` points fd 2 at /dev/null;
 - `native_stderr_captured()` keeps the text (for an error message, and the debug log).
