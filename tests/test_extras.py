@@ -41,3 +41,17 @@ def test_facecue_subcommand_without_the_extra_names_it(tmp_path, command):
 def test_runtime_commands_do_not_need_the_extra(tmp_path):
     done = without_export_extra("from facecue.cli import main; sys.exit(main(['run', '--help']))", tmp_path)
     assert done.returncode == 0 and "--verbose" in done.stdout, done.stderr
+
+
+def test_a_command_that_imports_the_extra_later_names_it_too(tmp_path):
+    """`train --help` needs nothing; a real run imports torch inside main(): still one line."""
+    done = without_export_extra("from facecue.cli import main; sys.exit(main(['train', '--config', 'train/lora']))",
+                                tmp_path)
+    assert done.returncode == 2 and re.fullmatch(r"error: facecue train needs the package '(torch|timm|peft|safetensors)' "
+                                                 r'\(pip install "facecue\[export\]"\)\n', done.stderr), done.stderr
+    code = ("import runpy; sys.argv[1:] = ['--config', 'train/lora']; "
+            "runpy.run_module('training', run_name='__main__', alter_sys=True)")
+    done = without_export_extra(code, tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("error: python -m training needs the package "), done.stderr
+    help_done = without_export_extra("from facecue.cli import main; sys.exit(main(['train', '--help']))", tmp_path)
+    assert help_done.returncode == 0 and "example: facecue train" in help_done.stdout, help_done.stderr
