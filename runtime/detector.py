@@ -108,7 +108,10 @@ class FaceDetector:
             try:
                 detector = vision.FaceDetector.create_from_options(self._options)
                 blank = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((16, 16, 3), np.uint8))
-                detector.detect_for_video(blank, 0) if running_mode == "video" else detector.detect(blank)
+                if running_mode == "video":
+                    detector.detect_for_video(blank, 0)
+                else:
+                    detector.detect(blank)
                 return detector
             except (RuntimeError, ValueError) as error:
                 failure = error
