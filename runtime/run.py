@@ -135,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     signals = StopSignals()
     try:
         return _main(argv, signals)
-    except KeyboardInterrupt:  # during start-up: nothing was written yet
+    except (KeyboardInterrupt, ImportError) as error:  # during start-up: nothing was written yet
+        # a C extension whose import the signal interrupted raises ImportError("initialization failed") from it
+        if isinstance(error, ImportError) and not isinstance(error.__cause__, KeyboardInterrupt):
+            raise
         signals.unwinding = True
         print("interrupted during start-up", file=sys.stderr)
         return signals.exit_status
