@@ -77,6 +77,9 @@ def run_module(module_name: str, prog: str, extra: str | None, argv: list[str] |
         hint = f' (pip install "facecue[{extra}]")' if extra else ""
         print(f"error: {prog} needs the package {error.name!r}{hint}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C while importing torch or in a command without its own handler
+    except (KeyboardInterrupt, ImportError) as error:  # Ctrl-C while importing torch or in a command without
+        # its own handler; a C extension whose import it interrupted raises ImportError from it
+        if isinstance(error, ImportError) and not isinstance(error.__cause__, KeyboardInterrupt):
+            raise
         print("interrupted", file=sys.stderr)
         return 130

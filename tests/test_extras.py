@@ -55,3 +55,23 @@ def test_a_command_that_imports_the_extra_later_names_it_too(tmp_path):
     assert done.returncode == 2 and done.stderr.startswith("error: python -m training needs the package "), done.stderr
     help_done = without_export_extra("from facecue.cli import main; sys.exit(main(['train', '--help']))", tmp_path)
     assert help_done.returncode == 0 and "example: facecue train" in help_done.stdout, help_done.stderr
+
+
+def test_ctrl_c_inside_an_extensions_import_is_130(tmp_path):
+    """SIGINT while torch's C extension initialises surfaces as ImportError raised from the KeyboardInterrupt."""
+    code = ("import importlib.abc, importlib.machinery, os, signal, sys, time\n"
+            "class InterruptedInit(importlib.abc.Loader):\n"
+            "    def create_module(self, spec): return None\n"
+            "    def exec_module(self, module):\n"
+            "        try:\n"
+            "            os.kill(os.getpid(), signal.SIGINT); time.sleep(5)\n"
+            "        except KeyboardInterrupt as interrupt:\n"
+            "            raise ImportError('initialization failed') from interrupt\n"
+            "class Finder(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        return importlib.machinery.ModuleSpec(name, InterruptedInit()) if name == 'torch' else None\n"
+            "sys.modules.pop('torch', None); sys.meta_path.insert(0, Finder())\n"
+            "from facecue.cli import main; sys.exit(main(['export', '--help']))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
