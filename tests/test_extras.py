@@ -47,8 +47,9 @@ def test_a_command_that_imports_the_extra_later_names_it_too(tmp_path):
     """`train --help` needs nothing; a real run imports torch inside main(): still one line."""
     done = without_export_extra("from facecue.cli import main; sys.exit(main(['train', '--config', 'train/lora']))",
                                 tmp_path)
-    assert done.returncode == 2 and re.fullmatch(r"error: facecue train needs the package '(torch|timm|peft|safetensors)' "
-                                                 r'\(pip install "facecue\[export\]"\)\n', done.stderr), done.stderr
+    assert done.returncode == 2, done.stderr
+    assert re.fullmatch(r"error: facecue train needs the package '(torch|timm|peft|safetensors)' "
+                        r'\(pip install "facecue\[export\]"\)\n', done.stderr), done.stderr
     code = ("import runpy; sys.argv[1:] = ['--config', 'train/lora']; "
             "runpy.run_module('training', run_name='__main__', alter_sys=True)")
     done = without_export_extra(code, tmp_path)
@@ -58,7 +59,8 @@ def test_a_command_that_imports_the_extra_later_names_it_too(tmp_path):
 
 
 def test_ctrl_c_inside_an_extensions_import_is_130(tmp_path):
-    """SIGINT while torch's (or timm's) import initialises surfaces as ImportError raised from the KeyboardInterrupt."""
+    """SIGINT while torch's (or timm's) import initialises surfaces as ImportError raised from the
+    KeyboardInterrupt."""
     code = ("import importlib.abc, importlib.machinery, os, signal, sys, time\n"
             "class InterruptedInit(importlib.abc.Loader):\n"
             "    def create_module(self, spec): return None\n"
@@ -69,7 +71,8 @@ def test_ctrl_c_inside_an_extensions_import_is_130(tmp_path):
             "            raise ImportError('initialization failed') from interrupt\n"
             "class Finder(importlib.abc.MetaPathFinder):\n"
             "    def find_spec(self, name, path=None, target=None):\n"
-            "        return importlib.machinery.ModuleSpec(name, InterruptedInit()) if name in ('torch', 'timm') else None\n"
+            "        if name in ('torch', 'timm'):\n"
+            "            return importlib.machinery.ModuleSpec(name, InterruptedInit())\n"
             "[sys.modules.pop(name, None) for name in ('torch', 'timm')]; sys.meta_path.insert(0, Finder())\n"
             "from facecue.cli import main; sys.exit(main(['export', '--help']))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=ENV, capture_output=True, text=True,

@@ -36,7 +36,8 @@ def test_counted_step_logs_periodic_lines_without_a_terminal(caplog):
     lines = messages(caplog)
     assert lines[0] == "reading: started (6 files)"
     assert lines[-1].startswith("reading: done, 6/6 files, ") and lines[-1].endswith("(loss 0.5)")
-    periodic = [re.fullmatch(r"reading: (\d)/6 files, .* s(, about \d+ s left)? \(loss 0.5\)", line) for line in lines[1:-1]]
+    pattern = r"reading: (\d)/6 files, .* s(, about \d+ s left)? \(loss 0.5\)"
+    periodic = [re.fullmatch(pattern, line) for line in lines[1:-1]]
     assert len(periodic) >= 2 and all(periodic), lines
     counts = [int(m.group(1)) for m in periodic]
     assert counts == sorted(counts) and counts[-1] < 6

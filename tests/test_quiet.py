@@ -27,7 +27,8 @@ def facecue_run(*args, cwd: Path) -> subprocess.CompletedProcess:
 def test_a_run_shows_no_native_lines_unless_verbose(tmp_path):
     quiet = facecue_run("--source", str(CLIP), "--max-seconds", "1.5", cwd=tmp_path)
     assert quiet.returncode == 0, quiet.stderr
-    assert quiet.stderr.splitlines() == [line for line in quiet.stderr.splitlines() if line.startswith(NO_MODEL_WARNING)]
+    lines = quiet.stderr.splitlines()
+    assert lines == [line for line in lines if line.startswith(NO_MODEL_WARNING)], quiet.stderr
     assert "frames:" in quiet.stdout  # the run's own statistics
     verbose = facecue_run("--source", str(CLIP), "--max-seconds", "1.5", "--verbose", cwd=tmp_path)
     assert verbose.returncode == 0, verbose.stderr
