@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from calibration.metrics import softmax
+from facecue.progress import Progress
 
 
 @dataclass
@@ -30,12 +31,16 @@ class Speed:
         return self.int8_crops_per_s / self.fp32_crops_per_s
 
 
-def run_batches(session: ort.InferenceSession, input_name: str, crops: np.ndarray, batch: int = 16) -> dict[str, np.ndarray]:
+def run_batches(session: ort.InferenceSession, input_name: str, crops: np.ndarray, batch: int = 16,
+                bar: Progress | None = None) -> dict[str, np.ndarray]:
+    """The logits per output, batch by batch, counted on `bar` when given."""
     names = [o.name for o in session.get_outputs()]
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for start in range(0, len(crops), batch):
         for name, value in zip(names, session.run(names, {input_name: crops[start:start + batch]})):
             parts[name].append(value)
+        if bar is not None:
+            bar.update(len(crops[start:start + batch]))
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
@@ -49,7 +54,7 @@ def agreement(task: str, int8: np.ndarray, fp32: np.ndarray, tolerance: float) -
 
 
 def measure_speed(fp32: ort.InferenceSession, int8: ort.InferenceSession, input_name: str, crops: np.ndarray,
-                  batch: int, repeats: int) -> Speed:
+                  batch: int, repeats: int, bar: Progress | None = None) -> Speed:
     """Median crops/s of each model; runs alternate between the two so machine noise hits both alike."""
     images = np.ascontiguousarray(np.resize(crops, (batch, *crops.shape[1:])))
     times: dict[str, list[float]] = {"fp32": [], "int8": []}
@@ -60,4 +65,6 @@ def measure_speed(fp32: ort.InferenceSession, int8: ort.InferenceSession, input_
             start = time.perf_counter()
             session.run(None, {input_name: images})
             times[name].append(time.perf_counter() - start)
+        if bar is not None:
+            bar.update()
     return Speed(batch, batch / float(np.median(times["fp32"])), batch / float(np.median(times["int8"])))

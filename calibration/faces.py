@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.errors import CalibrationError
+from facecue.progress import progress
 from runtime.crop import resize_chip
 from runtime.faces import largest_face_crop, load_face_crops, read_rgb
 from runtime.metadata import ModelInfo
@@ -45,7 +46,7 @@ def labelled_crops(info: ModelInfo, root: Path, paths: list[str], detect: bool) 
     crops, kept, skipped = [], [], {}
     detector = _detector() if detect else None
     try:
-        for done, name in enumerate(paths, 1):
+        for name in progress(paths, f"reading labelled {'photos' if detect else 'face crops'}", log, unit="files"):
             image = read_rgb(root / name)
             if image is None:
                 skipped[name] = "missing or unreadable"
@@ -59,8 +60,6 @@ def labelled_crops(info: ModelInfo, root: Path, paths: list[str], detect: bool) 
                     continue
             crops.append(crop)
             kept.append(name)
-            if done % 200 == 0:
-                log.info("crops: %d/%d files read", done, len(paths))
     finally:
         if detector is not None:
             detector.close()

@@ -27,6 +27,7 @@ from onnxruntime.quantization.quant_utils import write_calibration_table
 
 from calibration.config import Int8Config
 from calibration.graph import QuantizationPlan
+from facecue.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +84,14 @@ def chunks(crops: np.ndarray, size: int) -> Iterator[np.ndarray]:
 
 def calibrate_ranges(model_path: Path, input_name: str, crops: np.ndarray, plan: QuantizationPlan,
                      config: Int8Config, workdir: Path) -> TensorsData:
-    calibrator = make_calibrator(model_path, plan, config, workdir)
-    done = 0
-    for chunk in chunks(crops, config.chunk_size):
-        with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print a line per call
-            calibrator.collect_data(ChunkReader(input_name, chunk, config.chunk_size))
-        done += len(chunk)
-        log.info("calibration: %d/%d crops", done, len(crops))
-    with contextlib.redirect_stdout(io.StringIO()):
+    with Progress("INT8: preparing the calibration model", log, unit=None):
+        calibrator = make_calibrator(model_path, plan, config, workdir)
+    with Progress("INT8: calibrating", log, total=len(crops), unit="crops") as bar:
+        for chunk in chunks(crops, config.chunk_size):
+            with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print a line per call
+                calibrator.collect_data(ChunkReader(input_name, chunk, config.chunk_size))
+            bar.update(len(chunk))
+    with Progress("INT8: computing the ranges", log, unit=None), contextlib.redirect_stdout(io.StringIO()):
         ranges = calibrator.compute_data()
     missing = set(plan.activations) - set(ranges.keys())
     if missing:

@@ -25,6 +25,7 @@ from calibration.modelfile import (has_external_data, model_info, publish, read_
 from calibration.report import Int8Report, write_report
 from runtime.metadata import ModelInfo
 from facecue import interrupts
+from facecue.progress import Progress
 
 log = logging.getLogger(__name__)
 PRECISION = "int8-qdq"
@@ -86,8 +87,8 @@ def make_int8_model(model_path: Path, out_path: Path, crops: np.ndarray, config:
         work.mkdir()
         ranges = calibrate_ranges(model_path, info.input_name, calibration, plan, config, work)
         staged = tmp / out_path.name
-        log.info("quantizing to QDQ")
-        quantize_qdq(model_path, staged, plan, ranges, config, work, external_data)
+        with Progress("INT8: quantizing to QDQ", log, unit=None):
+            quantize_qdq(model_path, staged, plan, ranges, config, work, external_data)
         table = write_trt_table(ranges, tmp / table_dir.name)
         shutil.rmtree(work)  # the augmented model copy; frees disk before the comparison
         quantized = onnx.load(str(staged), load_external_data=False)
@@ -113,13 +114,16 @@ def make_int8_model(model_path: Path, out_path: Path, crops: np.ndarray, config:
 def compare(fp32_path: Path, int8_path: Path, info, calibration: np.ndarray, held_out: np.ndarray, plan,
             config: Int8Config) -> Int8Report:
     fp32, int8 = session(fp32_path), session(int8_path)
-    want = run_batches(fp32, info.input_name, held_out)
-    got = run_batches(int8, info.input_name, held_out)
+    with Progress("INT8 against FP32 on the held-out crops", log, total=2 * len(held_out), unit="crops") as bar:
+        want = run_batches(fp32, info.input_name, held_out, bar=bar)
+        got = run_batches(int8, info.input_name, held_out, bar=bar)
     rows = [agreement(task, got[task], want[task], config.margin_tolerance) for task in info.task_names]
     speed = []
-    for batch in config.speed_batches:
-        log.info("timing batch %d (%d runs each, interleaved)", batch, config.speed_repeats)
-        speed.append(measure_speed(fp32, int8, info.input_name, held_out, batch, config.speed_repeats))
+    batches = ", ".join(map(str, config.speed_batches))
+    with Progress(f"timing FP32 and INT8 (batch {batches}, interleaved)", log,
+                  total=len(config.speed_batches) * config.speed_repeats, unit="runs") as bar:
+        for batch in config.speed_batches:
+            speed.append(measure_speed(fp32, int8, info.input_name, held_out, batch, config.speed_repeats, bar))
     return Int8Report(model=int8_path.name, fp32_model=fp32_path.name, calibrator=config.calibrator,
                       calibration_crops=len(calibration), held_out_crops=len(held_out), quantized_nodes=len(plan.nodes),
                       kept_float=plan.kept_float, agreement=rows, speed=speed,

@@ -30,6 +30,7 @@ from calibration.int8_model import split_crops
 from calibration.modelfile import model_info, read_header, require_float, staging_dir
 from calibration.report import Int8Report, write_report
 from facecue import interrupts
+from facecue.progress import Progress, progress
 
 log = logging.getLogger(__name__)
 PRECISION = "int8-nncf"
@@ -70,7 +71,8 @@ def make_nncf_model(model_path: Path, out_path: Path, crops: np.ndarray, config:
              config.nncf_smooth_quant_alpha)
     weights_path, report_path = output_paths(out_path)
     with staging_dir(out_path) as tmp:
-        quantized = quantize(model_path, calibration, config)
+        with Progress("NNCF: quantizing", log, unit=None):
+            quantized = quantize(model_path, calibration, config)
         fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
         document = dict(info.document, precision=PRECISION,
                         quantization={"engine": "nncf", "preset": "transformer",
@@ -107,10 +109,11 @@ def _run(backend, crops: np.ndarray, batch: int = 8) -> dict[str, np.ndarray]:
 
 def compare(fp32_path: Path, int8_path: Path, info, calibration, held_out, config: Int8Config) -> Int8Report:
     fp32, int8 = _backend(fp32_path, "f32"), _backend(int8_path, "auto")
-    want, got = _run(fp32, held_out), _run(int8, held_out)
+    with Progress("INT8 against FP32 on the held-out crops", log, unit=None):
+        want, got = _run(fp32, held_out), _run(int8, held_out)
     rows = [agreement(task, got[task], want[task], config.margin_tolerance) for task in info.task_names]
     speed = []
-    for batch in config.speed_batches:
+    for batch in progress(config.speed_batches, "timing FP32 and INT8", log, unit="batch sizes"):
         images = np.ascontiguousarray(np.resize(held_out, (batch, *held_out.shape[1:])))
         times: dict[str, list[float]] = {"fp32": [], "int8": []}
         for backend in (fp32, int8):

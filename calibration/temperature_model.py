@@ -22,6 +22,7 @@ from calibration.labels import read_labels
 from calibration.metrics import save_reliability_diagram, softmax
 from calibration.modelfile import model_info, read_header, staging_dir, write_with_document
 from calibration.temperature import TaskFit, fit_task
+from facecue.progress import Progress, progress
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,11 @@ def calibrate_temperatures(model_path: Path, labels_path: Path, root: Path, dete
     labels = read_labels(labels_path, info)
     paths = sorted({label.path for label in labels})
     faces = labelled_crops(info, root, paths, detect)
-    logits = run_batches(session(model_path), info.input_name, faces.crops, config.batch)
+    with Progress("temperature: the model's logits", log, total=len(faces.crops), unit="crops") as bar:
+        logits = run_batches(session(model_path), info.input_name, faces.crops, config.batch, bar)
     row_of = {path: row for row, path in enumerate(faces.paths)}
     fits, targets = [], {}
-    for spec in info.tasks:
+    for spec in progress(info.tasks, "temperature: fitting", log, unit="tasks"):
         rows = [(row_of[l.path], l.index) for l in labels if l.task == spec.name and l.path in row_of]
         if not rows:
             log.info("%s: no labels, temperature stays %.3f", spec.name, spec.temperature)

@@ -1,8 +1,14 @@
 """`python -m export --backbone NAME (--adapters DIR | --heads FILE) [--weights FILE] --out model.onnx`."""
 from __future__ import annotations
 
-import argparse
 import sys
+
+if __name__ == "__main__":  # first: without the export extra, one line instead of an import traceback
+    from facecue.cli import run_module
+
+    sys.exit(run_module("export.__main__", "python -m export", "export"))
+
+import argparse
 
 from export.build import build_model, model_document
 from export.cli import add_model_inputs, run_main, setup_logging
@@ -53,6 +59,3 @@ def fast_path(args) -> int:
         return 2
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(run_main(main))

@@ -22,6 +22,7 @@ from torch import nn
 from export.errors import CheckpointError
 from export.names import block_index, meta_to_timm_module
 from export.weights import read_checkpoint
+from facecue.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +119,15 @@ def check_adapters_fit(adapters: Adapters, backbone: nn.Module, depth: int) -> N
 def merge_adapters(backbone: nn.Module, adapters: Adapters, depth: int) -> nn.Module:
     """Attach the adapters with PEFT, load their weights, and return the merged plain backbone."""
     check_adapters_fit(adapters, backbone, depth)
-    log.info("merging %d %s adapters (r=%d) with PEFT", len(adapters.tensors), adapters.kind.upper(), adapters.rank)
     config = LoraConfig(r=adapters.rank, lora_alpha=adapters.alpha, use_dora=adapters.use_dora,
                         use_rslora=adapters.use_rslora, target_modules=sorted(adapters.tensors), lora_dropout=0.0,
                         bias="none")
-    peft_model = get_peft_model(backbone.float(), config)
-    state = {f"base_model.model.{module}.{part}": tensor
-             for module, parts in adapters.tensors.items() for part, tensor in parts.items()}
-    result = set_peft_model_state_dict(peft_model, state)
-    if result.unexpected_keys:
-        raise CheckpointError(f"{adapters.directory}: PEFT did not use keys {result.unexpected_keys[:4]}")
-    return peft_model.merge_and_unload()
+    with Progress(f"merging {len(adapters.tensors)} {adapters.kind.upper()} adapters (r={adapters.rank}) with PEFT",
+                  log, unit=None):
+        peft_model = get_peft_model(backbone.float(), config)
+        state = {f"base_model.model.{module}.{part}": tensor
+                 for module, parts in adapters.tensors.items() for part, tensor in parts.items()}
+        result = set_peft_model_state_dict(peft_model, state)
+        if result.unexpected_keys:
+            raise CheckpointError(f"{adapters.directory}: PEFT did not use keys {result.unexpected_keys[:4]}")
+        return peft_model.merge_and_unload()

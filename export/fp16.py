@@ -30,6 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from runtime.metadata import METADATA_KEY, ModelMetadataError, read_model_info, to_json
 from facecue import interrupts
+from facecue.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -219,17 +220,23 @@ def compare_logits(got: np.ndarray, ref: np.ndarray, task: str, tolerance: float
                       float(same[decisive].mean()) if decisive.any() else 1.0, int(decisive.sum()), len(ref))
 
 
-def run_onnx(path: str | Path, images: np.ndarray, batch: int = 8) -> dict[str, np.ndarray]:
+def run_onnx(path: str | Path, images: np.ndarray, batch: int = 8, bar: Progress | None = None) -> dict[str, np.ndarray]:
+    """The model's float32 logits per task on `images` (CPU), counted on `bar` when given."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names, input_name = [o.name for o in session.get_outputs()], session.get_inputs()[0].name
-    parts = [session.run(names, {input_name: images[i:i + batch]}) for i in range(0, len(images), batch)]
+    parts = []
+    for start in range(0, len(images), batch):
+        parts.append(session.run(names, {input_name: images[start:start + batch]}))
+        if bar is not None:
+            bar.update(len(parts[-1][0]))
     return {name: np.concatenate([p[k] for p in parts]).astype(np.float32) for k, name in enumerate(names)}
 
 
 def check_parity(fp32_path, fp16_path, images: np.ndarray, tolerance: float = DEFAULT_TOLERANCE) -> list[TaskParity]:
-    ref, got = run_onnx(fp32_path, images), run_onnx(fp16_path, images)
+    with Progress("FP16 parity check (FP32, then FP16)", log, total=2 * len(images), unit="images") as bar:
+        ref, got = run_onnx(fp32_path, images, bar=bar), run_onnx(fp16_path, images, bar=bar)
     return [compare_logits(got[task], ref[task], task, tolerance) for task in ref]
 
 
@@ -260,8 +267,8 @@ def export_fp16(fp32_path: str | Path, out_path: str | Path | None = None, image
     out_path = Path(out_path) if out_path else default_fp16_path(fp32_path)
     if images is None:
         images = random_images(samples, info.input_size)
-    log.info("converting %s to FP16", fp32_path)
-    model = convert_to_fp16(onnx.load(str(fp32_path)))
+    with Progress(f"converting {fp32_path} to FP16", log, unit=None):
+        model = convert_to_fp16(onnx.load(str(fp32_path)))
     document = dict(info.document, precision="fp16")
     props = {p.key: p.value for p in model.metadata_props} | {METADATA_KEY: to_json(document)}
     onnx.helper.set_model_props(model, props)
@@ -270,7 +277,6 @@ def export_fp16(fp32_path: str | Path, out_path: str | Path | None = None, image
         tmp_model = Path(tmp) / out_path.name
         external = model.ByteSize() > PROTOBUF_LIMIT
         onnx.save(model, str(tmp_model), save_as_external_data=external, location=out_path.name + ".data")
-        log.info("verifying FP16 against FP32 on %d images", len(images))
         parity = check_parity(fp32_path, tmp_model, images, tolerance)
         failed = [p for p in parity if not p.passes(tolerance, min_agreement)]
         if failed:

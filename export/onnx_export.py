@@ -17,6 +17,7 @@ import torch
 from export.model import FaceAttributeModel
 from runtime.metadata import METADATA_KEY, to_json
 from facecue import interrupts
+from facecue.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,16 @@ def export_onnx(model: FaceAttributeModel, out_path: str | Path, document: dict,
     log.info("exporting ONNX (opset %d, %s) to %s", opset, "external data" if external else "one file", out_path)
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.") as tmp:
         tmp_model = Path(tmp) / out_path.name  # same name, so the external-data location stays valid
-        with torch.no_grad():
+        with Progress("exporting ONNX", log, unit=None), torch.no_grad():  # one call, 10 s to minutes
             program = torch.onnx.export(
                 model.eval(), (example,), dynamo=True, opset_version=opset, input_names=["images"],
                 output_names=model.task_names, dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},),
                 verbose=False,
             )
-        program.model.metadata_props[METADATA_KEY] = to_json(document)
-        program.save(str(tmp_model), external_data=external)
-        onnx.checker.check_model(str(tmp_model))
-        check_graph(onnx.load(str(tmp_model), load_external_data=False), model.task_names)
+            program.model.metadata_props[METADATA_KEY] = to_json(document)
+            program.save(str(tmp_model), external_data=external)
+            onnx.checker.check_model(str(tmp_model))
+            check_graph(onnx.load(str(tmp_model), load_external_data=False), model.task_names)
         interrupts.check()  # Ctrl-C swallowed inside the exporter: write nothing
         data = Path(str(out_path) + ".data")
         if external:

@@ -13,10 +13,16 @@ Every file is marked (`facecue_random_weights`, a `RANDOM_WEIGHTS` file); models
 """
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # first: without the export extra, one line instead of an import traceback
+    from facecue.cli import run_module
+
+    sys.exit(run_module("export.random_checkpoint", "python -m export.random_checkpoint", "export"))
+
 import argparse
 import json
 import logging
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -191,6 +197,3 @@ def main(argv=None) -> int:
     print(f"RANDOM weights (plumbing only): --weights {weights} --adapters {adapters}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(run_main(main))

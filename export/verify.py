@@ -7,10 +7,16 @@ Exit 1 when a task is outside tolerance.
 """
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # first: without the export extra, one line instead of an import traceback
+    from facecue.cli import run_module
+
+    sys.exit(run_module("export.verify", "python -m export.verify", "export"))
+
 import argparse
 import json
 import logging
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +27,7 @@ import torch
 from export.build import build_model
 from export.cli import add_model_inputs, run_main, setup_logging
 from export.errors import CheckpointError
+from facecue.progress import Progress
 from runtime.faces import add_face_arguments
 from runtime.metadata import read_model_info
 
@@ -54,14 +61,15 @@ def run_both(session: ort.InferenceSession, model: torch.nn.Module, images: np.n
     names = [o.name for o in session.get_outputs()]
     got = {n: [] for n in names}
     ref = {n: [] for n in model.task_names}
-    for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
-        for name, value in zip(names, session.run(None, {"images": chunk})):
-            got[name].append(value)
-        with torch.no_grad():
-            for name, value in zip(model.task_names, model(torch.from_numpy(chunk))):
-                ref[name].append(value.numpy())
-        log.info("verified %d/%d images", min(start + batch, len(images)), len(images))
+    with Progress("verifying ONNX Runtime against PyTorch", log, total=len(images), unit="images") as bar:
+        for start in range(0, len(images), batch):
+            chunk = images[start:start + batch]
+            for name, value in zip(names, session.run(None, {"images": chunk})):
+                got[name].append(value)
+            with torch.no_grad():
+                for name, value in zip(model.task_names, model(torch.from_numpy(chunk))):
+                    ref[name].append(value.numpy())
+            bar.update(len(chunk))
     return {n: np.concatenate(v) for n, v in got.items()}, {n: np.concatenate(v) for n, v in ref.items()}
 
 
@@ -112,6 +120,3 @@ def main(argv=None) -> int:
     print("PASS" if ok else f"FAIL: outside tolerance (relative error ≤ {args.tolerance}, top-1 agreement 100%)")
     return 0 if ok else 1
 
-
-if __name__ == "__main__":
-    sys.exit(run_main(main))

@@ -17,6 +17,7 @@ from timm.models.eva import checkpoint_filter_fn
 from torch import nn
 
 from export.errors import CheckpointError
+from facecue.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ def resample_pos_embed(state: dict, backbone: nn.Module, origin: str) -> dict:
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> bool:
     """Load a Meta-layout (whole CLIP or vision-only) or timm-layout file; returns its random-weights flag."""
     origin = str(path)
-    log.info("loading backbone weights from %s", origin)
-    state = _unwrap(read_checkpoint(path))
+    with Progress(f"loading backbone weights from {origin}", log, unit=None):  # seconds for L14's 2.7 GB file
+        state = _unwrap(read_checkpoint(path))
     random_weights = bool(state.pop(RANDOM_MARKER_KEY, torch.tensor(0)).item())
     if "visual.conv1.weight" in state or "conv1.weight" in state:
         state = _meta_to_timm(state, backbone, origin)

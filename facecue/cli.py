@@ -54,22 +54,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module_name, _, extra = COMMANDS[name]
+    return run_module(module_name, f"facecue {name}", extra, rest)
+
+
+def run_module(module_name: str, prog: str, extra: str | None, argv: list[str] | None = None) -> int:
+    """Import `module_name` and run its `main(argv)`; a package of a missing extra (at import, or imported later
+    by the command) is one line naming the extra (exit 2), not a traceback. A module that `python -m` runs
+    calls this first, before its own imports."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     interrupts.install()
     try:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if (error.name or "").split(".")[0] in EXTRA_PACKAGES:
-                hint = f' (pip install "facecue[{extra}]")' if extra else ""
-                print(f"error: facecue {name} needs the package {error.name!r}{hint}", file=sys.stderr)
-                return 2
-            raise
-        sys.argv[0] = f"facecue {name}"
+        module = importlib.import_module(module_name)
+        sys.argv[0] = prog
         # export's commands turn their input errors into exit 2 in export.cli.run_main (their __main__ does too)
         run_main = getattr(module, "run_main", None)
-        code = int((run_main(module.main, rest) if run_main else module.main(rest)) or 0)
+        code = int((run_main(module.main, argv) if run_main else module.main(argv)) or 0)
         interrupts.check()  # an interrupt that Python swallowed still means "interrupted"
         return code
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] not in EXTRA_PACKAGES:
+            raise
+        hint = f' (pip install "facecue[{extra}]")' if extra else ""
+        print(f"error: {prog} needs the package {error.name!r}{hint}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # Ctrl-C while importing torch or in a command without its own handler
         print("interrupted", file=sys.stderr)
         return 130

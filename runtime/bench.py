@@ -207,8 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="at most this long per pipeline run")
     parser.add_argument("--naive-frames", type=int, default=60, help="frames for the naive loop (it is slow)")
     parser.add_argument("--json", default="build/bench.json", help="where to write the results")
+    parser.add_argument("--verbose", action="store_true", help="also show MediaPipe's and OpenCV's native lines")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from runtime.quiet import set_verbose
+
+    set_verbose(args.verbose)
     logging.getLogger("runtime.capture").setLevel(logging.ERROR)  # "reopening" at every loop of the clip
     from runtime.run import bad_input_errors  # config, model, backend and source errors: the run command's bad input
 

@@ -27,6 +27,7 @@ OpenCV's VideoCapture does the decoding; this module only adds the threads, the 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import cv2
 
+from runtime.quiet import native_stderr_silenced
 from runtime.types import Frame
 
 log = logging.getLogger(__name__)
@@ -156,7 +158,14 @@ class Capture:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError(f"capture {self.name!r} already started")
-        self._video = self._open()
+        # OpenCV's and FFmpeg's own lines for a webcam or file they cannot open (a dozen for a missing webcam)
+        # come before our one-line SourceError. Only this first open of these two kinds is silenced, as it takes
+        # milliseconds: fd 2 is the whole process's, and the classifier's thread may be logging meanwhile.
+        # Streams and GStreamer pipelines can block for seconds, and their lines are the diagnosis; reopens
+        # happen while the run logs (runtime/quiet.py).
+        quiet = native_stderr_silenced() if self.kind in ("webcam", "file") else contextlib.nullcontext()
+        with quiet:
+            self._video = self._open()
         self._thread = threading.Thread(target=self._run, name=f"capture:{self.name}", daemon=True)
         self._thread.start()
 

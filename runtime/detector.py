@@ -21,14 +21,10 @@ MediaPipe instance: a graph is used by one thread at a time) while the calling t
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import queue
-import tempfile
 import threading
 import time
-import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,6 +33,7 @@ import numpy as np
 from mediapipe.tasks.python import BaseOptions, vision
 
 from runtime import tiles as tiling
+from runtime.quiet import native_stderr_captured, native_stderr_silenced
 from runtime.types import Detection
 
 log = logging.getLogger(__name__)
@@ -96,16 +93,26 @@ class FaceDetector:
         self._tile_detectors: queue.SimpleQueue | None = None  # IMAGE mode, one per tile thread, made when first needed
         self._all_tile_detectors: list = []
         self._pool = ThreadPoolExecutor(tile_threads, thread_name_prefix="detector-tiles") if tile_threads else None
-        self._last_ms = -1
+        self._last_ms = 0  # the warm-up inference's timestamp in VIDEO mode (_create)
         self._auto = tiling.AutoGrid(tile_budget_ms) if self.tiles == "auto" else None
         self._lock = threading.Lock()
 
     def _create(self, running_mode: str):
+        """A MediaPipe detector, loaded and run once on a blank image while fd 2 is held back: LiteRT prints
+        ~46 "Sparsity tensors" lines at every load of the full-range model, and glog's "Logging before
+        InitGoogle" and "Input tensor memory is not aligned" at the first inference (runtime/quiet.py). The
+        text goes into the error if loading fails, to the debug log otherwise (to stderr with --verbose)."""
         self._options.running_mode = RUNNING_MODES[running_mode]
         failure = None
-        with _native_stderr_captured() as native:
+        with native_stderr_captured("loading the face detector model") as native:
             try:
-                return vision.FaceDetector.create_from_options(self._options)
+                detector = vision.FaceDetector.create_from_options(self._options)
+                blank = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((16, 16, 3), np.uint8))
+                if running_mode == "video":
+                    detector.detect_for_video(blank, 0)
+                else:
+                    detector.detect(blank)
+                return detector
             except (RuntimeError, ValueError) as error:
                 failure = error
         raise ValueError(f"cannot load face detector model {self.model_path}: {failure}\n{native.text}") from failure
@@ -168,42 +175,19 @@ class FaceDetector:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        for detector in self._all_tile_detectors:
-            detector.close()
-        self._all_tile_detectors, self._tile_detectors = [], None
-        if self._detector is not None:
-            self._detector.close()
-            self._detector = None
+        with native_stderr_silenced():  # LiteRT's "DestroyAccelerator" line per graph
+            for detector in self._all_tile_detectors:
+                detector.close()
+            self._all_tile_detectors, self._tile_detectors = [], None
+            if self._detector is not None:
+                self._detector.close()
+                self._detector = None
 
     def __enter__(self) -> FaceDetector:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-@contextlib.contextmanager
-def _native_stderr_captured():
-    """Hold back what MediaPipe's C++ side writes to stderr while a model loads.
-
-    The full-range model makes LiteRT print ~46 identical "Sparsity tensors may not yet be fully supported"
-    lines at every load, which buries the pipeline's own messages. The text is kept: the caller puts it into
-    the error if loading fails, and it goes to the debug log otherwise. Only the few milliseconds of the load
-    are affected.
-    """
-    captured = types.SimpleNamespace(text="")  # filled when the block ends
-    with tempfile.TemporaryFile(mode="w+b") as held:
-        saved = os.dup(2)
-        os.dup2(held.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            captured.text = held.read().decode("utf-8", "replace")
-            if captured.text:
-                log.debug("MediaPipe while loading the detector model:\n%s", captured.text)
 
 
 def _to_detection(found, width: int, height: int) -> Detection:

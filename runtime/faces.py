@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facecue.progress import Progress
 from runtime.crop import crop_face, resize_chip
 
 log = logging.getLogger(__name__)
@@ -62,16 +63,16 @@ def _faces_from_images(folder: Path, size: int, margin: float, detector_model: s
 
     paths = image_files(folder)
     found_before, read = len(crops), 0
-    with FaceDetector(detector_model, min_confidence=min_confidence, running_mode="image") as detector:
-        for done, (path, image) in enumerate(_read_images(paths), 1):
+    with FaceDetector(detector_model, min_confidence=min_confidence, running_mode="image") as detector, \
+            Progress(f"finding faces in {folder}", log, total=len(paths), unit="images") as bar:
+        for done, (path, image) in enumerate(_read_images(paths, bar), 1):
             read = done
             for index, detection in enumerate(detector.detect(image)):
                 if max_faces is not None and len(crops) >= max_faces:
                     return
                 crops.append(crop_face(image, detection.box, size, margin))
                 names.append(f"{path.relative_to(folder).as_posix()}#{index}")
-            if done % 50 == 0:
-                log.info("faces: %d/%d images read, %d faces", done, len(paths), len(crops) - found_before)
+            bar.set_note(f"{len(crops) - found_before} faces")
     if read == 0:
         raise FacesError(f"no readable images in {folder} ({len(paths)} files with an image suffix)")
     if len(crops) == found_before:
@@ -97,12 +98,13 @@ def largest_face_crop(detector, image_rgb: np.ndarray, size: int, margin: float)
 def _chips(folder: Path, size: int, max_faces: int | None, crops: list, names: list) -> None:
     paths = image_files(folder)
     read = 0
-    for path, chip in _read_images(paths):
-        read += 1
-        if max_faces is not None and len(crops) >= max_faces:
-            return
-        crops.append(resize_chip(chip, size))
-        names.append(path.relative_to(folder).as_posix())
+    with Progress(f"reading face crops in {folder}", log, total=len(paths), unit="files") as bar:
+        for path, chip in _read_images(paths, bar):
+            read += 1
+            if max_faces is not None and len(crops) >= max_faces:
+                return
+            crops.append(resize_chip(chip, size))
+            names.append(path.relative_to(folder).as_posix())
     if read == 0:
         raise FacesError(f"no readable face crops in {folder} ({len(paths)} files with an image suffix)")
 
@@ -118,9 +120,10 @@ def image_files(folder: Path) -> list[Path]:
     return paths
 
 
-def _read_images(paths: list[Path]) -> Iterator[tuple[Path, np.ndarray]]:
-    """Each readable image as RGB, one at a time; unreadable files are logged and skipped."""
+def _read_images(paths: list[Path], bar: Progress) -> Iterator[tuple[Path, np.ndarray]]:
+    """Each readable image as RGB, one at a time, counted on `bar`; unreadable files are logged and skipped."""
     for path in paths:
+        bar.update()
         image = read_rgb(path)
         if image is None:
             log.warning("faces: cannot read %s, skipped", path)

@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="override one config key (repeatable), e.g. --set policy.interval=0.5")
     parser.add_argument("--max-seconds", type=float, help="stop after this many seconds")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show what MediaPipe, OpenCV and FFmpeg print while models load and sources open")
     return parser.parse_args(argv)
 
 
@@ -160,6 +162,9 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
 def _main(argv: list[str] | None, signals: StopSignals) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    from runtime.quiet import set_verbose
+
+    set_verbose(args.verbose)
     from runtime.backends.onnxruntime import BackendError
     from runtime.capture import SourceError
     from runtime.config import ConfigError

@@ -1,4 +1,4 @@
-"""`python scripts/gpu_check.py --out gpu_check.json [--models tiny,l14-336] [--no-gpu]`
+"""`python scripts/gpu_check.py [--out build/gpu_check.json] [--models tiny,b16-224] [--no-gpu] [--verbose]`
 
 On an NVIDIA machine: build and run whatever it supports (PyTorch CUDA eager FP32/FP16, ONNX Runtime
 CUDA/TensorRT EPs with the runtime's own provider options, the FP16 ONNX, a native TensorRT engine) on a
@@ -272,15 +272,24 @@ def format_table(rows: list[Row]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="JSON results")
-    parser.add_argument("--models", default="tiny,l14-336", help=f"comma list of {list(MODELS)}")
+    parser.add_argument("--out", default="build/gpu_check.json", help="JSON results (default: build/gpu_check.json)")
+    parser.add_argument("--models", default="tiny,b16-224",
+                        help=f"comma list of {', '.join(MODELS)} (default: tiny,b16-224; l14-336 takes minutes on a CPU)")
     parser.add_argument("--no-gpu", action="store_true", help="act as if there were no GPU (CPU rehearsal)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--vendor", help="directory with pure-Python packages (onnxscript, onnx_ir) to import from")
+    parser.add_argument("--verbose", action="store_true", help="also show the ONNX exporter's and optimizer's warnings")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.models.split(",")) - set(MODELS))
+    if unknown:
+        parser.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "export", "runtime"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # the exporter's optimizer warns "Skipping constant folding for op Split with multiple outputs" 8 times
+    for noisy in ("onnx_ir", "onnxscript", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
+    for ours in ("export", "runtime"):
+        logging.getLogger(ours).setLevel(logging.WARNING)
+    logging.getLogger("export.onnx_export").setLevel(logging.INFO)  # the export's progress (minutes for L14)
     if args.vendor:
         sys.path.insert(1, str(Path(args.vendor).resolve()))
     import torch

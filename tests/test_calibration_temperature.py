@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,7 @@ from calibration.errors import CalibrationError
 from calibration.labels import Label, read_labels
 from calibration.metrics import ece, nll, softmax
 from calibration.modelfile import write_with_document
-from calibration.temperature import fit_temperature
+from calibration.temperature import fit_task, fit_temperature
 from helpers_faces import face_patches
 from runtime.metadata import build_document, parse_document, read_model_info
 
@@ -32,6 +33,29 @@ def test_fit_recovers_a_known_temperature_and_helps_on_held_out_logits():
     assert temperature == pytest.approx(k, rel=0.05)
     assert nll(logits[held], labels[held], temperature) < nll(logits[held], labels[held]) - 0.05
     assert ece(softmax(logits[held], temperature), labels[held]) < 0.5 * ece(softmax(logits[held]), labels[held])
+
+
+def test_a_fit_that_stops_at_its_bound_warns(caplog):
+    """Logits that carry nothing about the labels want T → ∞ and stop at max_temperature; logits that are
+    right but far too flat stop at min_temperature. A fit inside the range says nothing."""
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0.0, 3.0, (400, 5))
+    noise_labels = rng.integers(0, 5, len(logits))
+    caplog.set_level(logging.WARNING, logger="calibration.temperature")
+    fit = fit_task("age", logits, noise_labels, 1.0, 0.05, 20.0, bins=10)
+    assert fit.temperature == pytest.approx(20.0, rel=1e-3)
+    assert [r.getMessage() for r in caplog.records] == [
+        "age: the fitted temperature stopped at its bound 20 (temperature.max_temperature): the best T may lie "
+        "beyond it; the logits say little about these labels (random weights, or labels that do not match the model?)"]
+    caplog.clear()
+    fit = fit_task("emotion", logits * 1e-3, logits.argmax(1), 1.0, 0.05, 20.0, bins=10)
+    assert fit.temperature == pytest.approx(0.05, rel=1e-3)
+    assert "temperature.min_temperature" in caplog.text and caplog.records[0].getMessage().startswith("emotion: ")
+    caplog.clear()
+    z = rng.normal(0.0, 1.5, (2000, 5))
+    labels = (rng.random((len(z), 1)) > np.cumsum(softmax(z), axis=1)).sum(axis=1)
+    fit = fit_task("gender", z * 2.0, labels, 1.0, 0.05, 20.0, bins=10)
+    assert 1.5 < fit.temperature < 2.5 and not caplog.records
 
 
 def test_ece_matches_a_hand_worked_example():

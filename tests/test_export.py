@@ -1,6 +1,10 @@
 """Export parity: ONNX Runtime vs the independent Meta-named reference + PEFT merge_and_unload."""
 from __future__ import annotations
 
+from conftest import require_export_extra
+
+require_export_extra()  # before the imports below, which need it
+
 import json
 
 import numpy as np

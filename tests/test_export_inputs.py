@@ -1,6 +1,10 @@
 """Export inputs: the weight layouts, heads-only export, external data, and every error case (CLI)."""
 from __future__ import annotations
 
+from conftest import require_export_extra
+
+require_export_extra()  # before the imports below, which need it
+
 import json
 import shutil
 from dataclasses import replace

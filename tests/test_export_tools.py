@@ -1,6 +1,10 @@
 """random_checkpoint → export → verify, end to end through the CLIs, on the tiny backbone."""
 from __future__ import annotations
 
+from conftest import require_export_extra
+
+require_export_extra()  # before the imports below, which need it
+
 import cv2
 import numpy as np
 from skimage import data

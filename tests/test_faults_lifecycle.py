@@ -100,6 +100,37 @@ def test_a_signal_during_start_up_exits_without_a_traceback(tmp_path, stop_signa
     assert list(tmp_path.iterdir()) == []  # nothing was opened, nothing half-written
 
 
+INTERRUPTED_EXTENSION_IMPORT = textwrap.dedent("""
+    import importlib.abc, importlib.machinery, os, signal, sys, time
+    class InterruptedInit(importlib.abc.Loader):  # as a C extension reports a signal during its init
+        def create_module(self, spec):
+            return None
+        def exec_module(self, module):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)  # a real SIGINT, through run's own handler
+                time.sleep(5)
+            except KeyboardInterrupt as interrupt:
+                raise ImportError("initialization failed") from interrupt
+    class Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            return importlib.machinery.ModuleSpec(name, InterruptedInit()) if name == "onnxruntime" else None
+    sys.meta_path.insert(0, Finder())
+    from runtime.run import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_a_signal_inside_an_extensions_import_is_still_an_interrupt(tmp_path):
+    """SIGINT while a C extension initialises surfaces as ImportError("initialization failed") raised from the
+    KeyboardInterrupt (seen with onnxruntime under load): still exit 130, no traceback."""
+    process = start_cli("--source", CLIP, "--headless", "--jsonl", str(tmp_path / "run.jsonl"),
+                        script=INTERRUPTED_EXTENSION_IMPORT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert "interrupted during start-up" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 SLOW_CALLBACK_RUN = textwrap.dedent("""
     import sys, time
     import runtime.pipeline as pipeline

@@ -1,6 +1,10 @@
 """MTLoRA export: ONNX vs the independent unmerged reference, the thesis invariants, metadata, bad input."""
 from __future__ import annotations
 
+from conftest import require_export_extra
+
+require_export_extra()  # before the imports below, which need it
+
 import shutil
 
 import numpy as np

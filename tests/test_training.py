@@ -5,6 +5,10 @@ green, age: brightness), so a model can learn them; two "data sets" with differe
 """
 from __future__ import annotations
 
+from conftest import require_export_extra
+
+require_export_extra()  # before the imports below, which need it
+
 import csv
 from pathlib import Path
 

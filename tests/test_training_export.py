@@ -2,6 +2,10 @@
 isolation and start; evaluate with --onnx and --checkpoint."""
 from __future__ import annotations
 
+from conftest import require_export_extra
+
+require_export_extra()  # before the imports below, which need it
+
 import json
 
 import numpy as np

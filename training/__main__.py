@@ -6,8 +6,14 @@ on label CSVs (README, Labels) and writes `<run.out>/best/` in the thesis checkp
 """
 from __future__ import annotations
 
-import argparse
 import sys
+
+if __name__ == "__main__":  # first: without the export extra, one line instead of an import traceback
+    from facecue.cli import run_module
+
+    sys.exit(run_module("training.__main__", "python -m training", "export"))
+
+import argparse
 
 from export.cli import setup_logging
 
@@ -46,6 +52,3 @@ def main(argv=None) -> int:
         print(f"export: {summary['export_command']}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from facecue.progress import Progress
 from export.heads import THESIS_TASKS
 from runtime.crop import resize_chip
 from runtime.faces import largest_face_crop, read_rgb
@@ -108,14 +109,14 @@ def detect_and_crop(table: LabelTable, size: int, margin: float, cache_dir: Path
             log.info("face crops from cache %s", cache)
             return stored["crops"], stored["rows"]
     crops, rows = [], []
-    with FaceDetector("full_range", running_mode="image") as detector:
+    with FaceDetector("full_range", running_mode="image") as detector, \
+            Progress(f"{stem}: detecting faces", log, total=len(table), unit="photos") as bar:
         for index, path in enumerate(table.paths):
             crop = largest_face_crop(detector, read_image_rgb(path), size, margin)
             if crop is not None:
                 crops.append(crop)
                 rows.append(index)
-            if (index + 1) % 100 == 0 or index + 1 == len(table):
-                log.info("detecting faces: %d/%d photos, %d faces", index + 1, len(table), len(rows))
+            bar.update(note=f"{len(rows)} faces")
     if not rows:
         raise DataError(f"{stem}: the detector found no face in any of its {len(table)} photos")
     if len(rows) < len(table):

@@ -8,10 +8,16 @@ builds the PyTorch model from a training output directory (its training.json say
 """
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # first: without the export extra, one line instead of an import traceback
+    from facecue.cli import run_module
+
+    sys.exit(run_module("training.evaluate", "python -m training.evaluate", "export"))
+
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +28,7 @@ from runtime.metadata import THESIS_LABELS
 from training.config import DataSource
 from training.data import MISSING, DataError, load_source
 from facecue import interrupts
+from facecue.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +88,11 @@ def predict_onnx(path: str, input_name: str, crops: np.ndarray, batch: int) -> d
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     outputs = {n: [] for n in names}
-    for start in range(0, len(crops), batch):
-        for name, value in zip(names, session.run(None, {input_name: crops[start:start + batch]})):
-            outputs[name].append(value.argmax(1))
-        log.info("evaluated %d/%d faces", min(start + batch, len(crops)), len(crops))
+    with Progress(f"evaluating {Path(path).name}", log, total=len(crops), unit="faces") as bar:
+        for start in range(0, len(crops), batch):
+            for name, value in zip(names, session.run(None, {input_name: crops[start:start + batch]})):
+                outputs[name].append(value.argmax(1))
+            bar.update(len(crops[start:start + batch]))
     return {n: np.concatenate(v) for n, v in outputs.items()}
 
 
@@ -112,11 +120,11 @@ def predict_torch(model, crops: np.ndarray, batch: int) -> dict[str, np.ndarray]
     import torch
 
     outputs = {n: [] for n in model.task_names}
-    with torch.no_grad():
+    with torch.no_grad(), Progress("evaluating the checkpoint", log, total=len(crops), unit="faces") as bar:
         for start in range(0, len(crops), batch):
             for name, value in zip(model.task_names, model(torch.from_numpy(crops[start:start + batch]))):
                 outputs[name].append(value.argmax(1).numpy())
-            log.info("evaluated %d/%d faces", min(start + batch, len(crops)), len(crops))
+            bar.update(len(crops[start:start + batch]))
     return {n: np.concatenate(v) for n, v in outputs.items()}
 
 
@@ -192,6 +200,3 @@ def main(argv=None) -> int:
     print(f"wrote {out / 'report.json'} and {sum(len(g) for g in result.values())} confusion matrices")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from export.heads import THESIS_TASKS
 from training.checkpoint import save_state, write_checkpoint
 from export.errors import CheckpointError
+from facecue.progress import Progress
 from training.config import TrainConfig, TrainConfigError
 from training.curves import CURVES, save_curves
 from training.data import MISSING
@@ -125,36 +126,41 @@ class Trainer:
         run = self.config.run
         steps = len(self.train_loader) if run.max_steps_per_epoch is None else min(len(self.train_loader), run.max_steps_per_epoch)
         total, seen, start = 0.0, 0, time.perf_counter()
-        for index, (images, labels) in enumerate(self.train_loader, start=1):
-            loss, parts = self.step(images, labels)
-            total, seen = total + loss, seen + len(images)
-            if index % run.log_every == 0 or index == steps:
-                elapsed = time.perf_counter() - start
-                tasks = " ".join(f"{t.lower()} {v:.3f}" for t, v in parts.items())
-                log.info("epoch %d/%d step %d/%d loss %.4f (%s) %.1f samples/s, epoch ends in %s", epoch, run.epochs,
-                         index, steps, loss, tasks, seen / elapsed, _duration(elapsed / index * (steps - index)))
-            if index >= steps:
-                break
+        with Progress(f"epoch {epoch}/{run.epochs}", log, total=steps, unit="steps") as bar:
+            for index, (images, labels) in enumerate(self.train_loader, start=1):
+                loss, parts = self.step(images, labels)
+                total, seen = total + loss, seen + len(images)
+                bar.update(note=f"loss {loss:.4f}")
+                if index % run.log_every == 0 or index == steps:  # the loss record in the log, with each task's
+                    elapsed = time.perf_counter() - start
+                    tasks = " ".join(f"{t.lower()} {v:.3f}" for t, v in parts.items())
+                    log.info("epoch %d/%d step %d/%d loss %.4f (%s) %.1f samples/s, epoch ends in %s", epoch,
+                             run.epochs, index, steps, loss, tasks, seen / elapsed,
+                             _duration(elapsed / index * (steps - index)))
+                if index >= steps:
+                    break
         return total / max(1, steps), seen / (time.perf_counter() - start)
 
     @torch.no_grad()
     def validate(self) -> tuple[float, dict[str, float], dict[str, float]]:
         """(sum over tasks of mean CE, per-task CE, per-task accuracy) on the validation set."""
         self.model.eval()
-        log.info("validating on %d faces", len(self.val_loader.dataset))
         loss_sum = {t: 0.0 for t in self.tasks}
         count = {t: 0 for t in self.tasks}
         correct = {t: 0 for t in self.tasks}
-        for images, labels in self.val_loader:
-            with self.autocast():
-                outputs = self.model(images.to(self.device))
-            for task, logits in zip(self.tasks, outputs):
-                target = labels[:, THESIS_TASKS.index(task)].to(self.device)
-                valid = target != MISSING
-                if valid.any():
-                    loss_sum[task] += float(torch.nn.functional.cross_entropy(logits[valid].float(), target[valid], reduction="sum"))
-                    correct[task] += int((logits[valid].argmax(1) == target[valid]).sum())
-                    count[task] += int(valid.sum())
+        with Progress("validating", log, total=len(self.val_loader.dataset), unit="faces") as bar:
+            for images, labels in self.val_loader:
+                with self.autocast():
+                    outputs = self.model(images.to(self.device))
+                for task, logits in zip(self.tasks, outputs):
+                    target = labels[:, THESIS_TASKS.index(task)].to(self.device)
+                    valid = target != MISSING
+                    if valid.any():
+                        loss_sum[task] += float(torch.nn.functional.cross_entropy(logits[valid].float(), target[valid],
+                                                                                  reduction="sum"))
+                        correct[task] += int((logits[valid].argmax(1) == target[valid]).sum())
+                        count[task] += int(valid.sum())
+                bar.update(len(images))
         task_loss = {t: loss_sum[t] / count[t] for t in self.tasks if count[t]}
         accuracy = {t: correct[t] / count[t] for t in self.tasks if count[t]}
         return sum(task_loss.values()), task_loss, accuracy
