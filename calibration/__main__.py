@@ -36,8 +36,10 @@ def parser() -> argparse.ArgumentParser:
     int8.add_argument("--calibrator", choices=CALIBRATORS, help="overrides int8.calibrator")
     int8.add_argument("--calibration-crops", type=int, help="overrides int8.calibration_crops")
     int8.add_argument("--engine", choices=("ort", "nncf"), default="ort",
-                      help="ort: ONNX Runtime QDQ model (default); nncf: NNCF transformer preset + SmoothQuant, "
-                           "an OpenVINO IR (.xml) for classifier.backend openvino (needs the openvino extra)")
+                      help="ort: the QDQ model (default: one file for ONNX Runtime, OpenVINO and TensorRT; on "
+                           "OpenVINO as fast as nncf and closer to FP32, BENCHMARKS.md \"Classifier engines on this "
+                           "CPU\"); nncf: NNCF transformer preset + SmoothQuant, an OpenVINO IR (.xml) for "
+                           "classifier.backend openvino (needs the openvino extra)")
     temperature = commands.add_parser("temperature", help="fit one temperature per task on labelled faces")
     temperature.add_argument("--model", required=True, help="a facecue model (FP32 or INT8)")
     temperature.add_argument("--labels", required=True, help="label CSV: the thesis layout, path,task,label, or per-image named columns (README, Labels)")

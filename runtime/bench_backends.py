@@ -9,13 +9,17 @@ runtime.backends.open_backend (as the pipeline does), times batch 1 and batch 8 
 `--seconds`), and on the first round returns its logits on real face crops. Rounds interleave the engines
 (round 1: every engine once, then round 2 ...) so machine noise hits them alike; a matmul worker measures the
 machine's f32 and bf16 (numpy / torch) and int8 (torch._int_mm) GFLOP/s with the same thread count in every
-round. The table has medians over rounds: crops/s, ms per batch, speed over ONNX Runtime FP32, % of the matmul
+round. The table has medians over rounds: crops/s, ms per batch, speed over ONNX Runtime FP32 (each round's run
+against the same round's ORT FP32 run, then the median of these ratios), % of the matmul
 peak of the engine's precision (model FLOPs from the backbone's configs/models YAML), open time (first round:
 empty OpenVINO cache; later rounds: cached), and agreement with ONNX Runtime FP32 on the crops: decisive top-1
 (the FP32 top-2 margin above 1e-3 × logit scale; calibration/compare.py) and the largest probability difference.
 
 Model files per engine: `M.onnx` (FP32), `M.int8.onnx` (python -m calibration int8), `M.nncf.xml`
 (python -m calibration int8 --engine nncf); an engine whose file is missing is skipped and said so.
+Give `--crops` a folder the INT8 models were not calibrated on (the workers read its first
+`--agreement-crops` chips in sorted order), so the agreement is measured on held-out faces.
+Results: BENCHMARKS.md, "Classifier engines on this CPU".
 """
 from __future__ import annotations
 
@@ -227,6 +231,12 @@ def run_all(args) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def side_by_side(mine: dict[int, float], baseline: dict[int, float]) -> list[float]:
+    """Speed over ort-fp32 per round, each against the ort-fp32 run of the same round (minutes apart, so
+    machine noise that comes and goes between rounds cancels); rounds where either is missing are left out."""
+    return [mine[r] / baseline[r] for r in sorted(mine) if r in baseline]
+
+
 def summarise(runs: list[dict], peaks: list[dict], models: list[Path], engines: list[Engine], args) -> dict:
     peak = {key: float(np.median([p[key] for p in peaks if key in p])) for key in {k for p in peaks for k in p}}
     rows = []
@@ -234,7 +244,7 @@ def summarise(runs: list[dict], peaks: list[dict], models: list[Path], engines: 
         model_runs = [r for r in runs if r["model"] == model.name]
         reference_logits = next((r["logits"] for r in model_runs if r["engine"] == "ort-fp32" and r["logits"]), None)
         want = dict(np.load(reference_logits)) if reference_logits else None
-        baseline = {}
+        baseline: dict[int, dict[int, float]] = {}  # batch → round → ort-fp32 crops/s
         for engine in engines:
             mine = [r for r in model_runs if r["engine"] == engine.name]
             if not mine:
@@ -245,16 +255,18 @@ def summarise(runs: list[dict], peaks: list[dict], models: list[Path], engines: 
             if want is not None and first["logits"]:
                 agree = agreement(dict(np.load(first["logits"])), want)
             for batch in args.batches:
-                per_round = [batch / float(np.median(r["times"][str(batch)])) for r in mine]
+                by_round = {r["round"]: batch / float(np.median(r["times"][str(batch)])) for r in mine}
+                per_round = list(by_round.values())
                 crops_per_s = float(np.median(per_round))
                 if engine.name == "ort-fp32":
-                    baseline[batch] = crops_per_s
+                    baseline[batch] = by_round
+                ratios = side_by_side(by_round, baseline.get(batch, {}))
                 peak_gflops = peak.get(engine.peak) or peak.get("bf16" if engine.peak == "int8" else "f32")
                 rows.append({
                     "model": model.name, "backbone": first["backbone"], "engine": engine.name, "file": first["file"],
                     "precision": first["precision"], "batch": batch, "crops_per_s": crops_per_s,
                     "crops_per_s_rounds": per_round, "ms_per_batch": batch / crops_per_s * 1000.0,
-                    "vs_ort_fp32": crops_per_s / baseline[batch] if batch in baseline else None,
+                    "vs_ort_fp32": float(np.median(ratios)) if ratios else None, "vs_ort_fp32_rounds": ratios,
                     "gflops": flops * crops_per_s / 1e9 if flops else None,
                     "pct_of_peak": (100.0 * flops * crops_per_s / 1e9 / peak_gflops) if flops and peak_gflops else None,
                     "peak_used": engine.peak if engine.peak in peak else ("bf16" if engine.peak == "int8" else "f32"),

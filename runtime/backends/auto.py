@@ -7,7 +7,7 @@ In order:
    an NVIDIA GPU is present (/dev/nvidia0, /proc/driver/nvidia/gpus) → onnxruntime on the GPU;
 3. `classifier.providers` changed from its default (CPU only) → onnxruntime as configured;
 4. the openvino package imports on an x86 CPU → openvino (bf16 or INT8 kernels ONNX Runtime's CPU path
-   does not use; BENCHMARKS.md, "Backends on the CPU");
+   does not use; BENCHMARKS.md, "Classifier engines on this CPU");
 5. else onnxruntime on the CPU.
 The choice and its reason are logged, shown in the exit statistics and written in the JSONL `run` line.
 """
