@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 
 NO_MODEL_MESSAGE = (
     "no model given (--model or classifier.model): running face detection and tracking only. "
-    "To read age, gender and emotion, export a facecue model with `python -m export` "
-    "(README, section 'Export a model') and pass it with --model MODEL.onnx"
+    "To read age, gender and emotion, get the published model with `facecue fetch thesis-dora` "
+    "(README, 'Get the real model') or export your own with `python -m export` ('Export a model'), "
+    "and pass it with --model MODEL.onnx"
 )
 POLL_SECONDS = 0.1  # the perception loop's wait for a frame; a silent live source ages its tracks this often
 RESULTS_WAITING = {"fast": 4, "realtime": 1}  # FrameResults waiting for the caller; real time keeps the newest
