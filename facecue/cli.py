@@ -10,6 +10,7 @@ never imports torch, and a subcommand whose optional extra is missing says which
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from facecue import __version__, interrupts
@@ -42,7 +43,14 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return dispatch(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:  # `facecue run ... | head`: the reader has gone, which is not an error to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not raise again
+        return 141  # what a shell reports for SIGPIPE
+
+
+def dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0

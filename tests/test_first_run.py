@@ -232,3 +232,16 @@ def test_ctrl_c_in_export_is_130_without_traceback(tmp_path):
                                  "exporting ONNX", tmp_path)
     assert rc == 130 and "Traceback" not in output and "interrupted" in output, output
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_output_piped_into_a_reader_that_has_gone_is_not_a_traceback():
+    # `facecue --help | head -1` once head has exited: every write meets a pipe with no reader
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "facecue", "--help"], stdout=write_end, stderr=subprocess.PIPE,
+                              cwd=REPO, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
