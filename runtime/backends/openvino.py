@@ -3,7 +3,7 @@
 
 - Precision (`classifier.precision`): OpenVINO's INFERENCE_PRECISION_HINT. `auto` is bf16 where the CPU
   plugin reports BF16 among its OPTIMIZATION_CAPABILITIES (AMX or AVX-512 BF16), else f32; f16 is
-  accepted but was slower than f32 on the AVX-512 CPU measured (BENCHMARKS.md). INT8 layers of a
+  accepted but not chosen by `auto` (on a CPU without AVX-512 FP16 it is emulated; not benchmarked). INT8 layers of a
   quantized model stay INT8 whatever the hint; it sets the precision of the float layers around them.
 - Threads: `classifier.intra_op_threads` (the ONNX Runtime budget: 0 = all cores but one) → INFERENCE_NUM_THREADS,
   one stream, latency hint: one request at a time, like the ONNX Runtime backend.
