@@ -30,6 +30,18 @@ def start_cli(*args, script: str | None = None) -> subprocess.Popen:
     return subprocess.Popen([*command, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def wait_for_handler(pid: int, number: int, timeout: float = 30.0) -> None:
+    """Until process `pid` catches signal `number` (Linux: the SigCgt mask in /proc/PID/status)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+        if caught >> (number - 1) & 1:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} never installed a handler for signal {number}")
+
+
 def wait_for_partial(path: Path, text: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
@@ -91,7 +103,8 @@ def test_a_signal_mid_run_closes_every_track_and_finalises_the_files(tmp_path, s
 def test_a_signal_during_start_up_exits_without_a_traceback(tmp_path, stop_signal):
     jsonl = tmp_path / "run.jsonl"
     process = start_cli("--source", CLIP, "--headless", "--jsonl", str(jsonl))
-    time.sleep(0.4)  # the imports of OpenCV, ONNX Runtime and MediaPipe alone take longer
+    wait_for_handler(process.pid, stop_signal)  # before this, the signal would meet Python's default action
+    time.sleep(0.2)  # now inside start-up: the imports of OpenCV, ONNX Runtime and MediaPipe take longer
     process.send_signal(stop_signal)
     out, err = process.communicate(timeout=60)
     assert "Traceback" not in err
