@@ -1,4 +1,4 @@
-"""`python -m runtime.bench_backends` end to end on the tiny exported model and real face chips: one worker
+"""`python -m export.bench_backends` end to end on the tiny exported model and real face chips: one worker
 process per engine and round, speed-ups taken against the same round's ONNX Runtime FP32 run, agreement on the
 chips, a missing model file skipped and said so, bad input one line and exit 2."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import cv2
 import pytest
 
 from helpers_faces import face_patches
-from runtime.bench_backends import main
+from export.bench_backends import main
 
 pytest.importorskip("openvino")
 

@@ -78,3 +78,19 @@ def test_ctrl_c_inside_an_extensions_import_is_130(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=ENV, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
+
+
+def test_runtime_never_imports_torch_or_the_packages_that_need_it():
+    """runtime/ installs and runs without torch (Jetson, small devices): no import of torch, timm, peft, or of
+    export/ and training/ (which need them), at module level or inside a function."""
+    import ast
+
+    forbidden = {"torch", "torchvision", "timm", "peft", "export", "training"}
+    found = []
+    for path in sorted((REPO / "runtime").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            found += [f"{path.relative_to(REPO)}:{node.lineno} {name}" for name in names
+                      if name.split(".")[0] in forbidden]
+    assert found == [], found

@@ -1,6 +1,6 @@
-"""Every inference engine and precision on this machine, side by side: `python -m runtime.bench_backends`.
+"""Every inference engine and precision on this machine, side by side: `python -m export.bench_backends`.
 
-    python -m runtime.bench_backends --models build/b16-224.onnx build/l14-336.onnx --crops FACE_CHIPS_DIR \
+    python -m export.bench_backends --models build/b16-224.onnx build/l14-336.onnx --crops FACE_CHIPS_DIR \
         [--engines ort-fp32,ort-int8,ov-f32,ov-bf16,ov-int8-qdq,ov-int8-nncf] [--batches 1 8] [--rounds 3] \
         [--seconds 6] [--threads 1] [--agreement-crops 64] [--json OUT.json]
 
@@ -14,6 +14,9 @@ against the same round's ORT FP32 run, then the median of these ratios), % of th
 peak of the engine's precision (model FLOPs from the backbone's configs/models YAML), open time (first round:
 empty OpenVINO cache; later rounds: cached), and agreement with ONNX Runtime FP32 on the crops: decisive top-1
 (the FP32 top-2 margin above 1e-3 × logit scale; calibration/compare.py) and the largest probability difference.
+
+It lives in export/, beside export.bench, because its matmul peaks use torch where it is installed;
+runtime/ never imports torch (tests/test_extras.py checks).
 
 Model files per engine: `M.onnx` (FP32), `M.int8.onnx` (python -m calibration int8), `M.nncf.xml`
 (python -m calibration int8 --engine nncf); an engine whose file is missing is skipped and said so.
@@ -38,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("runtime.bench_backends")
+log = logging.getLogger("export.bench_backends")
 REPO = Path(__file__).resolve().parent.parent
 MARGIN_TOLERANCE = 1e-3
 
@@ -174,7 +177,7 @@ def _timed(run) -> float:
 def spawn(arguments: list[str], threads: int, timeout: float) -> dict | None:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    done = subprocess.run([sys.executable, "-m", "runtime.bench_backends", "--worker", *arguments], env=env, cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "export.bench_backends", "--worker", *arguments], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         log.warning("worker %s failed: %s", arguments[:4], done.stderr.strip().splitlines()[-1:] or done.returncode)
@@ -322,7 +325,7 @@ def table(summary: dict) -> str:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m runtime.bench_backends", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m export.bench_backends", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", help="FP32 facecue .onnx files (INT8 and NNCF files found beside them)")
     parser.add_argument("--crops", help="folder of face chips (agreement and timing inputs)")
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, from {','.join(ENGINES)}")
