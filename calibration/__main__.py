@@ -113,5 +113,7 @@ def main(argv=None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # through facecue.cli like every command: Ctrl-C handling, missing extras
+    from facecue.cli import run_module
+
+    sys.exit(run_module("calibration.__main__", "python -m calibration", None))

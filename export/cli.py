@@ -27,13 +27,9 @@ def add_model_inputs(parser: argparse.ArgumentParser) -> None:
 
 def run_main(main, argv=None) -> int:
     """Run `main(argv)`; input errors become one clear line and exit code 2, Ctrl-C exit code 130."""
-    from facecue import interrupts
     from runtime.faces import FacesError
-    interrupts.install()
     try:
-        code = main(argv) or 0
-        interrupts.check()  # an interrupt that Python swallowed still means "interrupted"
-        return code
+        return main(argv) or 0
     except (CheckpointError, ConfigError, FacesError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

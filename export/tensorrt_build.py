@@ -150,5 +150,7 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # through facecue.cli like every command: Ctrl-C handling, missing extras
+    from facecue.cli import run_module
+
+    sys.exit(run_module("export.tensorrt_build", "python -m export.tensorrt_build", "tensorrt"))

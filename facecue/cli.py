@@ -77,7 +77,8 @@ def run_module(module_name: str, prog: str, extra: str | None, argv: list[str] |
         # export's commands turn their input errors into exit 2 in export.cli.run_main (their __main__ does too)
         run_main = getattr(module, "run_main", None)
         code = int((run_main(module.main, argv) if run_main else module.main(argv)) or 0)
-        interrupts.check()  # an interrupt that Python swallowed still means "interrupted"
+        if code != 130:  # 130: the command caught Ctrl-C and said so; else one Python swallowed still counts
+            interrupts.check()
         return code
     except ModuleNotFoundError as error:
         if (error.name or "").split(".")[0] not in EXTRA_PACKAGES:
