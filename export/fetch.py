@@ -42,8 +42,8 @@ def lfs_url(base: str, repo: str, commit: str, path: str) -> str:
     return f"{base.rstrip('/')}/{repo}/{commit}/{path}"
 
 
-def fetch_weights(release: pins.Release) -> Path:
-    """PE-Core through huggingface_hub; its errors become one DownloadError line."""
+def fetch_weights(release: pins.Release) -> tuple[Path, str]:
+    """PE-Core through huggingface_hub, and its sha256; huggingface_hub's errors become one DownloadError line."""
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
@@ -56,26 +56,24 @@ def fetch_weights(release: pins.Release) -> Path:
                 "check the network, HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache only")
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DownloadError(f"PE-Core weights {release.weights_repo}/{release.weights_file}: {reason} ({hint})") from None
-    check_hub_sha256(weights)
-    return weights
+    return weights, check_hub_sha256(weights)
 
 
-def check_hub_sha256(weights: Path) -> None:
-    """The PE-Core file against the sha256 the Hub gave for it; a corrupt cached copy is removed.
+def check_hub_sha256(weights: Path) -> str:
+    """The PE-Core file's sha256, checked against the one the Hub gave for it; a corrupt cached copy is removed.
 
     huggingface_hub checks only the size. The Hub's etag of a Git LFS file (header X-Linked-Etag) is the
     file's sha256, and the cache stores the file as `blobs/<etag>`; so the blob's name is what its content
     must hash to. (Meta publishes no sha256 of its own to pin here.)
     """
     blob = weights.resolve()
-    if not SHA256.fullmatch(blob.name):
-        return  # not an LFS file (a git-stored file's etag is a git sha1): nothing to compare with
     actual = sha256_of(blob)
-    if actual != blob.name:
+    if SHA256.fullmatch(blob.name) and actual != blob.name:  # else not an LFS file: a git sha1, nothing to compare
         blob.unlink(missing_ok=True)
         weights.unlink(missing_ok=True)
         raise DownloadError(f"PE-Core weights {weights.name}: sha256 {actual[:12]}… does not match the Hub's "
                             f"{blob.name[:12]}…; the corrupt copy was removed from the Hugging Face cache, run again")
+    return actual
 
 
 def sample_faces(size: int, margin: float, limit: int = 16, every: int = 8) -> np.ndarray:
@@ -160,7 +158,7 @@ def fetch(name: str, out: Path, lfs_base: str, fp16: bool = False, int8: bool = 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DownloadError(f"cannot create {out}: {error.strerror}") from None
-    weights = fetch_weights(release)
+    weights, weights_sha256 = fetch_weights(release)
     for pin in release.files:
         download(lfs_url(lfs_base, release.github_repo, release.commit, pin.path), local[pin.path], pin)
     try:
@@ -175,7 +173,7 @@ def fetch(name: str, out: Path, lfs_base: str, fp16: bool = False, int8: bool = 
     except OSError as error:
         raise DownloadError(f"cannot write the model in {out}: {error.strerror or error}") from None
     manifest = {"release": name, "weights": {"repo": release.weights_repo, "file": release.weights_file,
-                                             "path": str(weights), "sha256": sha256_of(weights)},
+                                             "path": str(weights), "sha256": weights_sha256},
                 "checkpoint": {"repo": release.github_repo, "commit": release.commit,
                                "files": [{"path": p.path, "sha256": p.sha256, "size": p.size} for p in release.files]},
                 "model": str(model), "verification": verification}
