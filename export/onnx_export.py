@@ -2,7 +2,9 @@
 
 torch's dynamo exporter (`torch.onnx.export(dynamo=True)`) gives a clean graph for timm's Eva:
 LayerNorm as one `LayerNormalization` op, RoPE tables and position embeddings as constants at the
-export size, and a dynamic batch axis; the TorchScript exporter fails on timm's SDPA call.
+export size, and a dynamic batch axis; the TorchScript exporter fails on timm's SDPA call. The RoPE
+rotation is then rewritten as one Gather per query and key (export/rope_rotation.py: same values, bit for
+bit, and a fast kernel in OpenVINO).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import onnx
 import torch
 
 from export.model import FaceAttributeModel
+from export.rope_rotation import rewrite_rope_rotation
 from runtime.metadata import METADATA_KEY, to_json
 from facecue import interrupts
 from facecue.progress import Progress
@@ -48,6 +51,8 @@ def export_onnx(model: FaceAttributeModel, out_path: str | Path, document: dict,
                 output_names=model.task_names, dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},),
                 verbose=False,
             )
+            rotations = rewrite_rope_rotation(program.model)
+            log.info("RoPE rotation as Gather in %d attention inputs (export/rope_rotation.py)", rotations)
             program.model.metadata_props[METADATA_KEY] = to_json(document)
             program.save(str(tmp_model), external_data=external)
             onnx.checker.check_model(str(tmp_model))

@@ -39,7 +39,7 @@ def test_fp16_model_keeps_the_contract_and_agrees_with_fp32(tiny_model, fp16_mod
 def test_fp32_islands_by_op_type_and_scope(fp16_model):
     model = onnx.load(str(fp16_model[0]))
     types = fp32_op_types(model)
-    for op in ("LayerNormalization", "Softmax", "Neg"):  # Neg only appears in RoPE's rotate_half
+    for op in ("LayerNormalization", "Softmax"):
         assert types[op] == {"fp32"}, op
     for op in ("Conv", "Gemm", "BatchNormalization"):
         assert types[op] == {"fp16"}, op
@@ -51,8 +51,11 @@ def test_fp32_islands_by_op_type_and_scope(fp16_model):
     assert block_matmul_weights and all(weights[w] == TensorProto.FLOAT16 for w in block_matmul_weights)
     assert weights["backbone.rope.pos_embed"] == TensorProto.FLOAT  # the RoPE table is not rounded
     elem = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.input]}
-    rotation = [n for n in model.graph.node if n.op_type in ("Mul", "Add", "Neg") and len(node_scope(n)[1]) >= 2
+    signs = [name for name in weights if name.endswith("_rot_sign")]  # export/rope_rotation.py's ±1 vectors
+    assert signs and all(weights[name] == TensorProto.FLOAT for name in signs)
+    rotation = [n for n in model.graph.node if n.op_type in ("Mul", "Add", "Gather") and len(node_scope(n)[1]) >= 2
                 and node_scope(n)[1][-2].endswith("AttentionRope") and "scaled_dot_product" not in node_scope(n)[0][-1]]
+    assert {n.op_type for n in rotation} == {"Mul", "Add", "Gather"}
     assert len(rotation) >= 4 and all(elem[i] == TensorProto.FLOAT for n in rotation for i in n.input if i in elem)
     pool = [n for n in model.graph.node if "attn_pool" in n.name or any(
         p.key == "pkg.torch.onnx.name_scopes" and "attn_pool" in p.value for p in n.metadata_props)]
