@@ -332,7 +332,7 @@ def parse_args(argv):
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=6.0, help="timed seconds per engine, batch and round (≥ 3 runs)")
-    parser.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default, cores − 1)")
+    parser.add_argument("--threads", type=int, default=0, help="inference threads (0: the runtime's default, every core)")
     parser.add_argument("--agreement-crops", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per worker")
     parser.add_argument("--json", help="write the summary here")

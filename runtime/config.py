@@ -71,7 +71,7 @@ class ClassifierConfig:
     backend: str = "auto"  # auto | onnxruntime | openvino | tensorrt (runtime/backends/auto.py says how auto picks)
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
     provider_options: dict[str, dict] = field(default_factory=dict)  # provider name → its ORT options
-    intra_op_threads: int = 0  # >= 0; 0: all cores but one, so perception keeps a core
+    intra_op_threads: int = 0  # >= 0; 0: every core this process may use (perception needs a fraction of one)
     inter_op_threads: int = 1  # >= 0 (0: ONNX Runtime's default)
     opencv_threads: int = 1  # >= 0; cv2.setNumThreads for the whole process
     max_batch: int = 8  # >= 1

@@ -1,4 +1,7 @@
 """Configuration: defaults, profiles, overrides, and errors that name the key."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -6,7 +9,8 @@ import yaml
 
 from runtime.config import Config, ConfigError, load_config, to_dict
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
 
 
 def test_default_profile_writes_out_every_default():
@@ -21,9 +25,13 @@ def test_default_profile_writes_out_every_default():
     assert to_dict(load_config(CONFIGS / "default.yaml")) == defaults
 
 
-def test_laptop_profile_leaves_perception_a_core():
-    laptop = load_config(CONFIGS / "laptop.yaml")
-    assert laptop.classifier.intra_op_threads == 1 and laptop.classifier.opencv_threads == 1
+def test_thread_budget_is_every_core_the_process_may_use():
+    """0 threads means the affinity mask's cores: a process pinned to one core gets one thread, not os.cpu_count()."""
+    code = ("import os; from runtime.backends.onnxruntime import default_intra_op_threads as d; "
+            "n = d(); os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); print(n, d(), os.cpu_count())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    before, pinned, count = map(int, result.stdout.split())
+    assert (before, pinned) == (len(os.sched_getaffinity(0)), 1) and count >= before
 
 
 def test_overrides_parse_yaml_scalars():

@@ -1,7 +1,9 @@
 """ONNX Runtime backend: a session configured from the model's `facecue` metadata and the config.
 
-Thread budget: intra-op threads from config (0 = all cores but one, so the perception thread keeps a
-core on a small CPU), inter-op threads from config, sequential execution. Providers and their options
+Thread budget: intra-op threads from config (0 = every core this process may use: perception needs a
+fraction of one core, and leaving it a whole core halved a 2-core CPU's classifier, BENCHMARKS.md
+"First attributes in the live pipeline"), inter-op threads from config, sequential execution. Idle
+intra-op threads sleep instead of spinning, so they do not take the core perception is running on. Providers and their options
 come from config; a provider this onnxruntime build does not have is an error, not a silent fallback.
 """
 from __future__ import annotations
@@ -23,7 +25,10 @@ log = logging.getLogger(__name__)
 
 
 def default_intra_op_threads() -> int:
-    return max(1, (os.cpu_count() or 2) - 1)
+    """Every core this process may run on (its affinity mask: taskset, a container's cpuset)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def session_options(config: ClassifierConfig) -> ort.SessionOptions:
@@ -33,6 +38,7 @@ def session_options(config: ClassifierConfig) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only; ORT's warnings are noise for users
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 

@@ -5,7 +5,7 @@
   plugin reports BF16 among its OPTIMIZATION_CAPABILITIES (AMX or AVX-512 BF16), else f32; f16 is
   accepted but not chosen by `auto` (on a CPU without AVX-512 FP16 it is emulated; not benchmarked). INT8 layers of a
   quantized model stay INT8 whatever the hint; it sets the precision of the float layers around them.
-- Threads: `classifier.intra_op_threads` (the ONNX Runtime budget: 0 = all cores but one) → INFERENCE_NUM_THREADS,
+- Threads: `classifier.intra_op_threads` (the ONNX Runtime budget: 0 = every core) → INFERENCE_NUM_THREADS,
   one stream, latency hint: one request at a time, like the ONNX Runtime backend.
 - Cache: compiled blobs under `classifier.openvino_cache_dir` (CACHE_DIR), keyed by the model file and the
   settings, so a second start skips compilation (BENCHMARKS.md has first and second start).
