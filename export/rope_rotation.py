@@ -8,11 +8,16 @@ PE-Core-L14-336 INT8 inference on the benchmark CPU (BENCHMARKS.md, "Classifier 
 multiplication by ±1 are exact in every float format) and runs with a vectorised kernel in every engine.
 
 The pass matches the exact subgraph, so a graph without it (another backbone, a future exporter) is left
-as it is; `rewrite_rope_rotation` returns how many rotations it replaced. Hand-written on onnx_ir (the
+as it is; `rewrite_rope_rotation` returns how many rotations it replaced. `python -m export.rope_rotation
+MODEL.onnx` rewrites a model exported before export did this. Hand-written on onnx_ir (the
 exporter's own graph library): the subgraph is seven nodes, and onnxscript's pattern rewriter would add a
 dependency for one rule.
 """
 from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
@@ -122,3 +127,49 @@ def _drop_if_unused(graph: ir.Graph, value: ir.Value) -> None:
     """Remove an initializer (a shape or index constant) that only removed nodes read."""
     if value.is_initializer() and not list(value.uses()) and value.name in graph.initializers:
         del graph.initializers[value.name]
+
+
+def rewrite_file(model_path: Path, out_path: Path) -> int:
+    """Rewrite a facecue ONNX file made before export did this (FP32, FP16 or INT8 QDQ: their outputs do not
+    change, so an INT8 model need not be calibrated again); the model appears at `out_path` complete or not at all."""
+    from facecue import interrupts
+    from runtime.metadata import read_model_info
+
+    read_model_info(model_path)  # a facecue model, or one clear error
+    model = ir.load(str(model_path))
+    replaced = rewrite_rope_rotation(model)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    staged = out_path.with_name(f".{out_path.name}.partial")
+    try:
+        ir.save(model, str(staged))
+        interrupts.check()
+        staged.replace(out_path)
+    finally:
+        staged.unlink(missing_ok=True)
+    return replaced
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.rope_rotation", description=__doc__.split("\n\n")[0],
+                                     epilog="example: python -m export.rope_rotation build/model.int8.onnx")
+    parser.add_argument("model", help="a facecue ONNX model (one file, no external data)")
+    parser.add_argument("--out", help="default: rewrite the model in place")
+    args = parser.parse_args(argv)
+    from runtime.metadata import ModelMetadataError
+
+    model = Path(args.model)
+    try:
+        if Path(str(model) + ".data").exists():
+            raise ValueError(f"{model} has external data: export it again instead (export writes the rewrite)")
+        replaced = rewrite_file(model, Path(args.out) if args.out else model)
+    except (FileNotFoundError, ModelMetadataError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{replaced} RoPE rotations rewritten; wrote {args.out or model}")
+    return 0
+
+
+if __name__ == "__main__":  # through facecue.cli like every command: Ctrl-C handling, one-line errors
+    from facecue.cli import run_module
+
+    sys.exit(run_module("export.rope_rotation", "python -m export.rope_rotation", "export"))

@@ -5,7 +5,10 @@ from conftest import require_export_extra
 
 require_export_extra()  # before the imports below, which need it
 
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
@@ -16,6 +19,8 @@ from pe_reference import tiny_config, write_thesis_files
 
 from export.build import build_model
 from export.rope_rotation import rewrite_rope_rotation
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def exported_ir(module: torch.nn.Module, example: torch.Tensor) -> ir.Model:
@@ -67,3 +72,30 @@ def test_a_different_function_is_not_rewritten(tmp_path):
     before = ops(model)
     assert rewrite_rope_rotation(model) == 0
     assert ops(model) == before
+
+
+
+def test_command_rewrites_an_old_export_in_place_and_refuses_bad_input(tmp_path, tiny_model):
+    from runtime.metadata import METADATA_KEY, read_model_info, to_json
+
+    weights, adapters, _ = write_thesis_files(tmp_path, tiny_config(TINY_BACKBONE), seed=4)
+    model = build_model(TINY_BACKBONE, weights=weights, adapters=adapters)
+    size = model.config.image_size
+    old = exported_ir(model, torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8))  # as exported before
+    old.metadata_props[METADATA_KEY] = to_json(read_model_info(tiny_model).document)
+    path = tmp_path / "old.onnx"
+    images = np.random.default_rng(5).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    want = run(old, path, images)
+    command = [sys.executable, "-m", "export.rope_rotation"]
+    done = subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{2 * model.config.depth} RoPE rotations rewritten"), done.stdout
+    rewritten = ir.load(str(path))
+    assert ops(rewritten)["Neg"] == 0 and rewritten.metadata_props[METADATA_KEY] == old.metadata_props[METADATA_KEY]
+    assert all(np.array_equal(g, w) for g, w in zip(run(rewritten, tmp_path / "again.onnx", images), want))
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(tiny_model.read_bytes()[:1000])
+    done = subprocess.run([*command, str(broken)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "broken.onnx" in done.stderr, done.stderr
+    assert broken.stat().st_size == 1000 and not list(tmp_path.glob(".*partial"))
