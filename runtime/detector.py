@@ -33,7 +33,7 @@ import numpy as np
 from mediapipe.tasks.python import BaseOptions, vision
 
 from runtime import tiles as tiling
-from runtime.quiet import native_stderr_captured, native_stderr_silenced
+from runtime.quiet import native_stderr_captured, native_stderr_filtered, native_stderr_silenced
 from runtime.types import Detection
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,11 @@ MODELS = {
     "short_range": ASSETS / "face_detection_short_range.tflite",
 }
 RUNNING_MODES = {"video": vision.RunningMode.VIDEO, "image": vision.RunningMode.IMAGE}
+# LiteRT prints "Input tensor memory is not aligned" once per process, at the first inference whose tensor is
+# unaligned: the warm-up's on most machines, a later frame's on some (a CI machine's). So the first inferences
+# also run with fd 2 held back (runtime/quiet.py), until that line has been seen.
+QUIET_INFERENCES = 100
+ALIGNMENT_LINE = "Input tensor memory is not aligned"
 
 
 def resolve_model(model: str | Path) -> Path:
@@ -89,6 +94,7 @@ class FaceDetector:
             min_detection_confidence=min_confidence,
         )
         self._options = options
+        self._quiet_left = QUIET_INFERENCES  # _create sets 0 once the alignment line has come
         self._detector = self._create(running_mode)
         self._tile_detectors: queue.SimpleQueue | None = None  # IMAGE mode, one per tile thread, made when first needed
         self._all_tile_detectors: list = []
@@ -112,6 +118,8 @@ class FaceDetector:
                     detector.detect_for_video(blank, 0)
                 else:
                     detector.detect(blank)
+                if ALIGNMENT_LINE in native.text:
+                    self._quiet_left = 0
                 return detector
             except (RuntimeError, ValueError) as error:
                 failure = error
@@ -133,9 +141,10 @@ class FaceDetector:
         started = time.perf_counter()
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image_rgb))
         if self.running_mode == "video":
-            result = self._detector.detect_for_video(image, self._next_timestamp_ms(timestamp))
+            timestamp_ms = self._next_timestamp_ms(timestamp)
+            result = self._quietly(lambda: self._detector.detect_for_video(image, timestamp_ms))
         else:
-            result = self._detector.detect(image)
+            result = self._quietly(lambda: self._detector.detect(image))
         detections = [_to_detection(found, width, height) for found in result.detections]
         if self._auto is not None and grid is None:  # still timing: this frame stays untiled
             self._auto.observe(width, height, time.perf_counter() - started)
@@ -151,11 +160,23 @@ class FaceDetector:
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image_rgb[y1:y2, x1:x2]))
         detector = self._take_tile_detector()
         try:
-            results = detector.detect(image).detections
+            results = self._quietly(lambda: detector.detect(image)).detections
         finally:
             self._tile_detectors.put(detector)
         found = [tiling.shift(_to_detection(r, x2 - x1, y2 - y1), x1, y1) for r in results]
         return [d for d in found if not tiling.cut_by_inner_edge(d.box, tile, width, height)]
+
+    def _quietly(self, infer):
+        """`infer()`, with fd 2 held back while LiteRT's one-time alignment line may still come (QUIET_INFERENCES);
+        other lines written meanwhile are passed on."""
+        if self._quiet_left <= 0:
+            return infer()
+        self._quiet_left -= 1  # tile threads may race here: at worst a few more inferences are held back
+        with native_stderr_filtered("a first face detection") as native:
+            result = infer()
+        if ALIGNMENT_LINE in native.text:
+            self._quiet_left = 0
+        return result
 
     def _take_tile_detector(self):
         with self._lock:  # the first tiled frame makes them, once (a graph is never used by two threads at once)

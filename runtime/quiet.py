@@ -7,7 +7,9 @@ FFmpeg's lines when the recorder probes an encoder that is not there. Around tho
 closing the detector, a webcam's or file's first open, probing an encoder), never around the whole run:
 
 - `native_stderr_silenced()` points fd 2 at /dev/null;
-- `native_stderr_captured()` keeps the text (for an error message, and the debug log).
+- `native_stderr_captured()` keeps the text (for an error message, and the debug log);
+- `native_stderr_filtered()` keeps back only what looks like a native library's log line and passes the rest
+  on: it wraps the detector's first inferences, when other threads may be writing too.
 
 `set_verbose(True)` (`--verbose`) lets it all through. The project's own warnings go through Python's logging
 and stay visible; a redirection holds a lock, so two threads never interleave their dup2 calls (which could
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -27,6 +30,9 @@ from typing import Iterator
 log = logging.getLogger(__name__)
 _verbose = False
 _redirecting = threading.RLock()
+# glog's and absl's line heads ("W0000 00:00:…", "WARNING: Logging before InitGoogle") and TensorFlow Lite's
+# "INFO: …"; the project's own log lines read "WARNING runtime.pipeline: …", without the colon.
+NATIVE_LINE = re.compile(r"^(?:[IWEF]\d{4} |WARNING: Logging before InitGoogle|INFO: |VERBOSE: )")
 
 
 def set_verbose(verbose: bool) -> None:
@@ -87,3 +93,17 @@ def native_stderr_captured(what: str) -> Iterator[types.SimpleNamespace]:
                 if _verbose:
                     sys.stderr.write(captured.text)
                     sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def native_stderr_filtered(what: str) -> Iterator[types.SimpleNamespace]:
+    """Like native_stderr_captured (`.text` has it all afterwards), but when the block ends every line that is
+    not a native library's log line (NATIVE_LINE), such as a warning another thread logged meanwhile, is written
+    on to stderr."""
+    with native_stderr_captured(what) as native:
+        yield native
+    if not _verbose:  # verbose: captured already wrote it all
+        foreign = [line for line in native.text.splitlines(keepends=True) if not NATIVE_LINE.match(line)]
+        if foreign:
+            sys.stderr.write("".join(foreign))
+            sys.stderr.flush()

@@ -36,6 +36,38 @@ def test_a_run_shows_no_native_lines_unless_verbose(tmp_path):
     assert NO_MODEL_WARNING in verbose.stderr
 
 
+FILTER_CHILD = """
+import logging, os, sys, threading
+from runtime.quiet import native_stderr_filtered, set_verbose
+set_verbose(sys.argv[1] == "verbose")
+logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+written = threading.Event()
+def other_thread():
+    logging.getLogger("runtime.pipeline").warning("a warning from another thread")
+    written.set()
+with native_stderr_filtered("a test"):
+    os.write(2, b"WARNING: Logging before InitGoogle() is written to STDERR\\n")
+    os.write(2, b"W0000 00:00:1796296430.460403   31376 inference_runner_litert.cc:1433] Input tensor memory "
+                b"is not aligned\\n")
+    threading.Thread(target=other_thread).start()
+    written.wait(10)
+print("done")
+"""
+
+
+@pytest.mark.parametrize("mode", ["quiet", "verbose"])
+def test_a_filtered_window_holds_back_native_log_lines_and_passes_on_the_rest(mode):
+    """The detector's first inferences run in native_stderr_filtered: LiteRT's one-time alignment line may come
+    at any of them, while another thread's warning, written to the same fd 2 meanwhile, must still be shown."""
+    done = subprocess.run([sys.executable, "-c", FILTER_CHILD, mode], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "done\n", done.stderr
+    lines = done.stderr.splitlines()
+    assert "WARNING runtime.pipeline: a warning from another thread" in lines, done.stderr
+    native = [line for line in lines if "InitGoogle" in line or "not aligned" in line]
+    assert len(native) == (2 if mode == "verbose" else 0), done.stderr
+
+
 def broken_matroska(folder: Path) -> Path:
     path = folder / "broken.mkv"
     path.write_bytes(b"\x1aE\xdf\xa3" + b"not a matroska header" * 4)  # EBML magic, then nonsense
