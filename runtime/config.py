@@ -90,6 +90,9 @@ class ClassifierConfig:
     precision: str = "auto"  # OpenVINO inference precision: auto (bf16 where the CPU has it, else f32) | f32 | bf16 | f16
     openvino_device: str = "CPU"  # CPU | GPU | NPU | AUTO (only CPU is tested)
     openvino_cache_dir: str = "~/.cache/facecue/openvino"  # compiled models, so the second start is fast; "" = off
+    # more OpenVINO properties, e.g. {ENABLE_CPU_PINNING: YES} (names: OpenVINO's device documentation);
+    # applied last, so they also replace the backend's own (runtime/backends/openvino.py says which)
+    openvino_properties: dict = field(default_factory=dict)
 
 
 @dataclass

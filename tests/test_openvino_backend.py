@@ -116,6 +116,32 @@ def test_compiled_model_cache_is_filled_on_first_open_and_used_after(tiny_model,
     assert not np.array_equal(cached, first.run(images())["age"])
 
 
+def test_cpu_threads_are_unpinned_by_default_and_properties_from_config_win(tiny_model, tmp_path):
+    default = open_backend(tiny_model, config(tmp_path, backend="openvino", precision="f32"))
+    assert default.compiled.get_property("ENABLE_CPU_PINNING") is False  # the classifier shares the cores
+    if "TBB_PARTITIONER" in default.compiled.get_property("SUPPORTED_PROPERTIES"):
+        assert str(default.compiled.get_property("TBB_PARTITIONER")).endswith("AUTO")
+    # YAML's `yes` arrives as a boolean; a string value passes as written
+    given = config(tmp_path, backend="openvino", precision="f32",
+                   openvino_properties={"ENABLE_CPU_PINNING": True, "INFERENCE_NUM_THREADS": 1})
+    pinned = open_backend(tiny_model, given)
+    assert pinned.compiled.get_property("ENABLE_CPU_PINNING") is True
+    np.testing.assert_array_equal(pinned.run(images())["age"], default.run(images())["age"])
+
+
+@pytest.mark.parametrize("properties, message", [
+    ({"NO_SUCH_PROPERTY": 1}, "classifier.openvino_properties: NO_SUCH_PROPERTY is not a property OpenVINO's CPU "
+                              "device lets you set (settable: "),
+    ({"OPTIMIZATION_CAPABILITIES": "INT8"}, "OPTIMIZATION_CAPABILITIES is not a property"),  # read-only
+    ({"INFERENCE_NUM_THREADS": "many"}, "classifier.openvino_properties: INFERENCE_NUM_THREADS=many is refused by "
+                                        "OpenVINO's CPU device ("),
+])
+def test_a_bad_openvino_property_is_named(tiny_model, tmp_path, properties, message):
+    with pytest.raises(BackendError) as raised:
+        open_backend(tiny_model, config(tmp_path, backend="openvino", openvino_properties=properties))
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
 def test_cancel_refuses_later_runs_and_stop_is_not_an_error(tiny_model, tmp_path):
     backend = open_backend(tiny_model, config(tmp_path, backend="openvino"))
     classifier = Classifier(backend, max_batch=2, batch_wait=0.0, queue_size=2)
@@ -207,6 +233,8 @@ def test_backend_and_precision_reach_the_statistics_and_the_jsonl_run_line(tiny_
     ("classifier.precision", "f64", "classifier.precision must be one of auto, f32, bf16, f16"),
     ("classifier.openvino_device", "TPU", "classifier.openvino_device must be one of CPU, GPU, NPU, AUTO"),
     ("classifier.backend", "ov", "classifier.backend must be one of auto, onnxruntime, openvino, tensorrt"),
+    ("classifier.openvino_properties.TBB_PARTITIONER", "sometimes",
+     "classifier.openvino_properties: TBB_PARTITIONER=sometimes is refused by OpenVINO's CPU device"),
 ])
 def test_bad_backend_values_exit_2_naming_the_key(tiny_model, capsys, key, value, message):
     import run_camera

@@ -7,6 +7,11 @@
   quantized model stay INT8 whatever the hint; it sets the precision of the float layers around them.
 - Threads: `classifier.intra_op_threads` (the ONNX Runtime budget: 0 = every core) → INFERENCE_NUM_THREADS,
   one stream, latency hint: one request at a time, like the ONNX Runtime backend.
+- Sharing the cores: the classifier's threads run beside capture and detection, so on the CPU its threads are
+  not pinned to cores (ENABLE_CPU_PINNING NO) and TBB balances work between them (TBB_PARTITIONER AUTO, where
+  this OpenVINO has it). Pinned threads with a static split wait for whichever thread the detector preempted:
+  an L14 INT8 inference beside the detector took p50 ~810 / p95 ~1100 ms pinned, ~735 / ~880 ms not
+  (BENCHMARKS.md "Sharing the cores"). `classifier.openvino_properties` sets any other property, or these back.
 - Cache: compiled blobs under `classifier.openvino_cache_dir` (CACHE_DIR), keyed by the model file and the
   settings, so a second start skips compilation (BENCHMARKS.md has first and second start).
 - The batch axis stays dynamic as exported (the CPU plugin runs any batch of one compiled model; no
@@ -84,6 +89,35 @@ def read_info(path: Path) -> ModelInfo:
     return read_ir_info(path) if path.suffix == IR_SUFFIX else read_model_info(path)
 
 
+def cpu_sharing_properties(supported) -> dict[str, str]:
+    """Unpinned threads and TBB's balancing partitioner (module docstring: "Sharing the cores")."""
+    properties = {"ENABLE_CPU_PINNING": "NO"}
+    if "TBB_PARTITIONER" in supported:  # OpenVINO 2025.2 and newer
+        properties["TBB_PARTITIONER"] = "AUTO"
+    return properties
+
+
+def user_properties(core, device: str, given: dict) -> dict[str, str]:
+    """`classifier.openvino_properties` as OpenVINO strings (YAML's yes/no arrive as booleans), each checked
+    against the device here, so that a wrong key or value is named rather than failing the compilation."""
+    properties = {str(key): ("YES" if value else "NO") if isinstance(value, bool) else str(value)
+                  for key, value in given.items()}
+    if not properties:
+        return {}
+    settable = {name for name, mode in core.get_property(device, "SUPPORTED_PROPERTIES").items() if "W" in str(mode)}
+    for key, value in properties.items():
+        if key not in settable:
+            raise BackendError(f"classifier.openvino_properties: {key} is not a property OpenVINO's {device} "
+                               f"device lets you set (settable: {', '.join(sorted(settable))})")
+        try:
+            core.set_property(device, {key: value})
+        except (RuntimeError, TypeError) as error:
+            lines = [line for line in str(error).strip().splitlines() if line.strip()]
+            raise BackendError(f"classifier.openvino_properties: {key}={value} is refused by OpenVINO's {device} "
+                               f"device ({lines[-1].strip() if lines else type(error).__name__})") from None
+    return properties
+
+
 def _shape(partial_shape) -> list:
     return [d.get_length() if d.is_static else None for d in partial_shape]
 
@@ -104,8 +138,10 @@ class OpenVinoBackend:
         properties = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
         if device == "CPU":
             properties["INFERENCE_NUM_THREADS"] = str(threads)
+            properties.update(cpu_sharing_properties(core.get_property("CPU", "SUPPORTED_PROPERTIES")))
         if hint is not None:
             properties["INFERENCE_PRECISION_HINT"] = hint
+        properties.update(user_properties(core, device, config.openvino_properties))
         self.cache_dir = Path(config.openvino_cache_dir).expanduser() if config.openvino_cache_dir else None
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
