@@ -10,8 +10,8 @@
 - Sharing the cores: the classifier's threads run beside capture and detection, so on the CPU its threads are
   not pinned to cores (ENABLE_CPU_PINNING NO) and TBB balances work between them (TBB_PARTITIONER AUTO, where
   this OpenVINO has it). Pinned threads with a static split wait for whichever thread the detector preempted:
-  an L14 INT8 inference beside the detector took p50 ~810 / p95 ~1100 ms pinned, ~735 / ~880 ms not
-  (BENCHMARKS.md "Sharing the cores"). `classifier.openvino_properties` sets any other property, or these back.
+  an L14 INT8 inference beside the detector took p50 836 / p95 968 ms pinned and static, 722 / 801 ms now
+  (BENCHMARKS.md "Stop 20: sharing the cores"). `classifier.openvino_properties` sets any other property, or these back.
 - Cache: compiled blobs under `classifier.openvino_cache_dir` (CACHE_DIR), keyed by the model file and the
   settings, so a second start skips compilation (BENCHMARKS.md has first and second start).
 - The batch axis stays dynamic as exported (the CPU plugin runs any batch of one compiled model; no
@@ -90,9 +90,9 @@ def read_info(path: Path) -> ModelInfo:
 
 
 def cpu_sharing_properties(supported) -> dict[str, str]:
-    """Unpinned threads and TBB's balancing partitioner (module docstring: "Sharing the cores")."""
+    """Unpinned threads and TBB's balancing partitioner (module docstring, "Sharing the cores")."""
     properties = {"ENABLE_CPU_PINNING": "NO"}
-    if "TBB_PARTITIONER" in supported:  # OpenVINO 2025.2 and newer
+    if "TBB_PARTITIONER" in supported:  # not in every OpenVINO release the extra admits
         properties["TBB_PARTITIONER"] = "AUTO"
     return properties
 
