@@ -13,6 +13,7 @@ from helpers_faces import face_patches
 from export.bench_backends import main
 
 pytest.importorskip("openvino")
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +53,24 @@ def test_bad_input_is_one_line_and_exit_2(tiny_model, tmp_path, capsys):
     assert main(["--models", str(tiny_model), "--crops", str(tmp_path), "--engines", "ort-fp64"]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and "no folder" in errors[0] and "ort-fp64" in errors[1]
+
+
+def test_core_sharing_benchmark_runs_each_variant_in_its_own_process_with_the_detector(tiny_model, tmp_path, capsys):
+    """scripts/bench_core_sharing.py on the tiny model: the backend's own variant is unpinned, the 'before' one
+    pinned, each in a worker process beside the real detector; a missing model is one line and exit 2."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_core_sharing", REPO / "scripts" / "bench_core_sharing.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "sharing.json"
+    pinned, backends = "pinned, static (OpenVINO's default)", "unpinned, auto (the backend's)"
+    assert script.main(["--model", str(tiny_model), "--rounds", "1", "--seconds", "1", "--pause", "0.05",
+                        "--variants", pinned, backends, "--json", str(out)]) == 0
+    variants = json.loads(out.read_text())["variants"]
+    assert [r["pinning"] for r in variants[pinned]["rounds"]] == [True]
+    assert [r["pinning"] for r in variants[backends]["rounds"]] == [False]
+    assert all(0 < v["p50_ms"] <= v["p95_ms"] for v in variants.values())
+    assert backends in capsys.readouterr().out
+    assert script.main(["--model", str(tmp_path / "missing.onnx")]) == 2
+    assert "model not found" in capsys.readouterr().err
