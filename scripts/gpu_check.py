@@ -26,6 +26,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from facecue import telemetry as _telemetry  # noqa: E402,F401  (before onnxruntime: no usage reports)
+
 log = logging.getLogger("gpu_check")
 MODELS = {"tiny": "pe-core-test-tiny", "b16-224": "pe-core-b16-224", "l14-336": "pe-core-l14-336"}
 BATCHES = (1, 4, 8)
