@@ -72,9 +72,8 @@ def worker(model: str, variant: str, seconds: float, pause: float) -> dict:
             index += 1
             stop.wait(max(0.0, start + index / fps - time.monotonic()))
 
-    thread = threading.Thread(target=detect, daemon=True)
     if with_detector:
-        thread.start()
+        threading.Thread(target=detect, daemon=True).start()
         time.sleep(1.0)  # the detector's own start-up is not what an inference competes with
     times = []
     end = time.monotonic() + seconds

@@ -97,14 +97,14 @@ def cpu_sharing_properties(supported) -> dict[str, str]:
     return properties
 
 
-def user_properties(core, device: str, given: dict) -> dict[str, str]:
+def user_properties(core, device: str, supported, given: dict) -> dict[str, str]:
     """`classifier.openvino_properties` as OpenVINO strings (YAML's yes/no arrive as booleans), each checked
     against the device here, so that a wrong key or value is named rather than failing the compilation."""
     properties = {str(key): ("YES" if value else "NO") if isinstance(value, bool) else str(value)
                   for key, value in given.items()}
     if not properties:
         return {}
-    settable = {name for name, mode in core.get_property(device, "SUPPORTED_PROPERTIES").items() if "W" in str(mode)}
+    settable = {name for name, mode in supported.items() if "W" in str(mode)}
     for key, value in properties.items():
         if key not in settable:
             raise BackendError(f"classifier.openvino_properties: {key} is not a property OpenVINO's {device} "
@@ -135,13 +135,14 @@ class OpenVinoBackend:
         capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")) if device == "CPU" else []
         hint, why = resolve_precision(config.precision, capabilities, device)
         threads = config.intra_op_threads or default_threads()
+        supported = core.get_property(device, "SUPPORTED_PROPERTIES")
         properties = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
         if device == "CPU":
             properties["INFERENCE_NUM_THREADS"] = str(threads)
-            properties.update(cpu_sharing_properties(core.get_property("CPU", "SUPPORTED_PROPERTIES")))
+            properties.update(cpu_sharing_properties(supported))
         if hint is not None:
             properties["INFERENCE_PRECISION_HINT"] = hint
-        properties.update(user_properties(core, device, config.openvino_properties))
+        properties.update(user_properties(core, device, supported, config.openvino_properties))
         self.cache_dir = Path(config.openvino_cache_dir).expanduser() if config.openvino_cache_dir else None
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
